@@ -1,0 +1,266 @@
+"""The one stateful core object.
+
+``Engine.receive(data, source, now)`` turns a datagram into what to send now;
+``Engine.due(now)`` gives the delayed steps whose time has come. Time is an
+input (``now``, seconds on any monotonic clock) and so is randomness (the
+seed): the transport owns the clock and the sockets, the engine decides.
+
+State, all bounded:
+* pending: transactions with delayed steps still to send (so a CANCEL can stop
+  them and a retransmission can be answered with the last response sent);
+* completed: recent transactions that had delayed steps or were cancelled, so
+  that their retransmissions get the same final response instead of starting
+  over (kept for 32 s, RFC 3261 Timer B/F).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .builder import Addr, Context, build
+from .errors import Discard
+from .message import Request
+from .parser import parse
+from .rules.matcher import select
+from .rules.model import Reply, RuleSet, Step
+from .seeded import Seeded
+
+PENDING_LIMIT = 100_000    # transactions with delayed steps at once
+COMPLETED_LIMIT = 100_000  # remembered finished transactions
+COMPLETED_TTL = 32.0       # seconds: RFC 3261 Timer B/F (64 * T1)
+
+DEFAULT_RULE = "default"
+PROBLEM_RULE = "bad-request"    # the answer to a malformed request (Problem)
+CANCEL_RULE = "cancel"          # 200/487 of a CANCEL that stopped pending steps
+NO_TXN_RULE = "no-transaction"  # 481 to an unmatched CANCEL
+REQUIRE_RULE = "require"        # 420 for unsupported Require tags
+
+
+class Exchange(NamedTuple):
+    """The facts of one response sent (or dropped on purpose): what the log shows."""
+
+    time: float
+    source: Addr
+    method: str
+    uri: str
+    call_id: str | None
+    status: int | None  # None: dropped by a rule
+    reason: str
+    rule: str
+    delay: float
+    retransmission: bool = False
+
+
+class Outgoing(NamedTuple):
+    dest: Addr
+    data: bytes | None  # None: nothing sent (a "drop" rule); logged, not transmitted
+    exchange: Exchange
+    local: Addr | None = None  # the socket the request came in on: send from it
+
+
+TxnKey = tuple[str | None, str | None, int, str]
+
+
+@dataclass(slots=True)
+class _Pending:
+    req: Request
+    ctx: Context
+    tag: str
+    rule: str
+    arrived: float
+    steps: list[Step]
+    last: Outgoing | None = None
+
+
+@dataclass(slots=True)
+class Counters:
+    received: int = 0
+    answered: int = 0
+    dropped: int = 0
+    acks: int = 0
+    retransmissions: int = 0
+    pending_overflow: int = 0
+    discarded: Counter[str] = field(default_factory=Counter)
+
+
+def _txn(req: Request, method: str | None = None) -> TxnKey:
+    return (req.top_via.branch, req.call_id, req.cseq_num, method or req.method)
+
+
+class Engine:
+    def __init__(self, ruleset: RuleSet, seeded: Seeded) -> None:
+        self.ruleset = ruleset
+        self.seeded = seeded
+        self.counters = Counters()
+        self._pending: dict[TxnKey, _Pending] = {}
+        self._heap: list[tuple[float, int, TxnKey]] = []
+        self._seq = 0
+        self._completed: OrderedDict[TxnKey, tuple[float, list[Outgoing]]] = OrderedDict()
+
+    # --- public ----------------------------------------------------------------
+    def set_rules(self, ruleset: RuleSet) -> None:
+        """Swap the rule set; steps already pending keep their decision."""
+        self.ruleset = ruleset
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            due, _, key = self._heap[0]
+            entry = self._pending.get(key)
+            if entry is not None and entry.steps and entry.arrived + entry.steps[0].after == due:
+                return due
+            heapq.heappop(self._heap)  # stale: cancelled or already sent
+        return None
+
+    def receive(
+        self, data: bytes, source: Addr, now: float, local: Addr | None = None
+    ) -> list[Outgoing]:
+        """One datagram in; the responses to send at once out."""
+        self.counters.received += 1
+        try:
+            req = parse(data)
+        except Discard as d:
+            self.counters.discarded[d.reason] += 1
+            return []
+        if req.method == "ACK":
+            self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
+            return []
+        ruleset = self.ruleset
+        ctx = Context(ruleset.identity, self.seeded, now, source, local)
+        if req.problem is not None:
+            p = req.problem
+            step = Step.make(p.status, reason=p.reason)
+            return [self._emit(req, ctx, step, self._tag(req), PROBLEM_RULE, now)]
+
+        key = _txn(req)
+        if self._completed:
+            self._expire(now)
+            done = self._completed.get(key)
+            if done is not None:
+                self.counters.retransmissions += 1
+                return [self._again(o, now) for o in done[1]]
+        entry = self._pending.get(key)
+        if entry is not None:
+            self.counters.retransmissions += 1
+            return [self._again(entry.last, now)] if entry.last else []
+
+        if req.method == "CANCEL":
+            stopped = self._cancel(req, ctx, now)
+            if stopped is not None:
+                return stopped
+        elif req.require:
+            # RFC 3261 §8.2.2.3: a UAS answers unknown Require tags with 420 (not ACK/CANCEL).
+            supported = ruleset.identity.supported
+            if any(t not in supported for t in req.require):
+                step = Step.make(420)
+                return [self._emit(req, ctx, step, self._tag(req), REQUIRE_RULE, now)]
+
+        rule = select(ruleset, req, source[0], self.seeded)
+        if rule is not None:
+            reply, name = rule.reply, rule.name
+        elif req.method == "CANCEL":
+            # SPEC §5: the default never answers a CANCEL; with nothing to cancel, 481.
+            reply, name = (Step.make(481),), NO_TXN_RULE
+        else:
+            reply, name = ruleset.default, DEFAULT_RULE
+        return self._answer(req, ctx, reply, name, now)
+
+    def due(self, now: float) -> list[Outgoing]:
+        """The delayed steps whose time has come, in order."""
+        out: list[Outgoing] = []
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key = heapq.heappop(self._heap)
+            entry = self._pending.get(key)
+            if entry is None or not entry.steps or entry.arrived + entry.steps[0].after != due:
+                continue
+            while entry.steps and entry.arrived + entry.steps[0].after <= now:
+                step = entry.steps.pop(0)
+                entry.last = self._emit(entry.req, entry.ctx, step, entry.tag, entry.rule,
+                                        entry.arrived)
+                out.append(entry.last)
+            if entry.steps:
+                self._push(entry.arrived + entry.steps[0].after, key)
+            else:
+                del self._pending[key]
+                self._remember(key, [entry.last] if entry.last else [], now)
+        return out
+
+    # --- internals -------------------------------------------------------------
+    def _tag(self, req: Request) -> str:
+        return self.seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
+
+    def _emit(
+        self, req: Request, ctx: Context, step: Step, tag: str, rule: str, arrived: float
+    ) -> Outgoing:
+        data = build(req, ctx, step.code, step.reason, tag, step.headers, step.body,
+                     step.content_type)
+        self.counters.answered += 1
+        exch = Exchange(ctx.now if step.after == 0 else arrived + step.after, ctx.source,
+                        req.method, req.uri, req.call_id, step.code, step.reason, rule,
+                        step.after)
+        return Outgoing(ctx.source, data, exch, ctx.local)
+
+    def _again(self, out: Outgoing, now: float) -> Outgoing:
+        return out._replace(exchange=out.exchange._replace(time=now, retransmission=True))
+
+    def _answer(
+        self, req: Request, ctx: Context, reply: Reply, rule: str, now: float
+    ) -> list[Outgoing]:
+        if not reply:
+            self.counters.dropped += 1
+            exch = Exchange(now, ctx.source, req.method, req.uri, req.call_id, None, "drop",
+                            rule, 0.0)
+            return [Outgoing(ctx.source, None, exch, ctx.local)]
+        tag = self._tag(req)
+        out: list[Outgoing] = []
+        i = 0
+        while i < len(reply) and reply[i].after <= 0:
+            out.append(self._emit(req, ctx, reply[i], tag, rule, now))
+            i += 1
+        if i < len(reply):
+            key = _txn(req)
+            if len(self._pending) >= PENDING_LIMIT:
+                self.counters.pending_overflow += 1  # bounded: later steps are not sent
+                return out
+            self._pending[key] = _Pending(req, ctx, tag, rule, now, list(reply[i:]),
+                                          out[-1] if out else None)
+            self._push(now + reply[i].after, key)
+        return out
+
+    def _cancel(self, req: Request, ctx: Context, now: float) -> list[Outgoing] | None:
+        """RFC 3261 §9.2: a CANCEL whose INVITE still has steps pending stops them."""
+        invite_key = _txn(req, "INVITE")
+        entry = self._pending.pop(invite_key, None)
+        if entry is None:
+            return None
+        ok = self._emit(req, ctx, Step.make(200), self._tag(req), CANCEL_RULE, now)
+        icx = Context(entry.ctx.identity, entry.ctx.seeded, now, entry.ctx.source,
+                      entry.ctx.local)
+        terminated = self._emit(entry.req, icx, Step.make(487), entry.tag, CANCEL_RULE, now)
+        self._remember(_txn(req), [ok], now)
+        self._remember(invite_key, [terminated], now)
+        return [ok, terminated]
+
+    def _push(self, due: float, key: TxnKey) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, key))
+
+    def _remember(self, key: TxnKey, outs: list[Outgoing], now: float) -> None:
+        self._completed[key] = (now + COMPLETED_TTL, outs)
+        self._completed.move_to_end(key)
+        while len(self._completed) > COMPLETED_LIMIT:
+            self._completed.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        completed = self._completed
+        while completed:
+            key, (expires, _) = next(iter(completed.items()))
+            if expires > now:
+                break
+            del completed[key]

@@ -1,0 +1,102 @@
+"""The parsed request.
+
+A :class:`Request` keeps the header lines it was given, in order, with their
+values as written (folding removed), and parses only the essentials a UAS needs
+to answer (RFC 3261 §8.2.6): the Via list, From, To, Call-ID, CSeq, plus the
+few fields the rules and the builder read. Nothing in it is re-serialised: the
+builder copies the strings it holds.
+
+Treat a Request as immutable once the parser returns it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import Problem
+
+# Compact forms (RFC 3261 §7.3.3 and the IANA header-field registry) -> long names, lower case.
+COMPACT = {
+    "v": "via",
+    "f": "from",
+    "t": "to",
+    "i": "call-id",
+    "m": "contact",
+    "l": "content-length",
+    "c": "content-type",
+    "e": "content-encoding",
+    "k": "supported",
+    "s": "subject",
+    "o": "event",
+    "r": "refer-to",
+    "b": "referred-by",
+    "u": "allow-events",
+    "x": "session-expires",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+
+@dataclass(slots=True)
+class TopVia:
+    """The first Via value, split so the builder can append received/rport."""
+
+    value: str          # the first Via value as written (whitespace-trimmed)
+    host: str           # sent-by host as written ("[2001:db8::1]" keeps its brackets)
+    port: int | None    # sent-by port, if given
+    branch: str | None
+    rport: bool         # an rport parameter is present
+    rport_empty: bool   # ... and it has no value (RFC 3581 §4: we fill it in)
+    received: bool      # a received parameter is already present
+
+
+@dataclass(slots=True)
+class Header:
+    key: str    # canonical key: long form, lower case ("via", "call-id", "user-agent")
+    name: str   # the name as written
+    value: str  # the value as written, folding removed, outer whitespace trimmed
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    uri: str
+    version: str
+    headers: list[Header]
+    vias: list[str]              # every Via header field line's value, in order
+    top_via: TopVia
+    via_rest: str | None         # the rest of the first Via line after its first value
+    from_: str | None = None
+    to: str | None = None
+    call_id: str | None = None
+    cseq: str | None = None
+    cseq_num: int = 0
+    from_tag: str | None = None
+    to_tag: str | None = None
+    target_user: str | None = None
+    from_user: str | None = None
+    to_user: str | None = None
+    require: tuple[str, ...] = ()
+    timestamp: str | None = None
+    uri_host: str | None = None  # host of the Request-URI as written (sip/sips)
+    body: bytes = b""
+    problem: Problem | None = None
+
+    def header(self, key: str) -> str | None:
+        """The first value of header ``key`` (long form, lower case), or None."""
+        for h in self.headers:
+            if h.key == key:
+                return h.value
+        return None
+
+    def header_values(self, key: str) -> list[str]:
+        """Every value of header ``key``, in order (each line as one value)."""
+        return [h.value for h in self.headers if h.key == key]
+
+    @property
+    def transaction_key(self) -> str:
+        """The transaction's identity for seeded draws (SPEC §3.4)."""
+        return f"{self.call_id}\x00{self.top_via.branch}\x00{self.cseq_num} {self.method}"

@@ -1,0 +1,324 @@
+"""The rules file (SPEC §3.2): YAML -> RuleSet, every error as ``FILE:LINE:COL: what``.
+
+The file is composed into YAML nodes (which keep their positions) and walked by
+hand, so that an error points at the key or value at fault. Unknown keys are
+errors: a typo must not silently turn a rule into "match everything".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ..uri import TOKEN
+from .model import (
+    Identity,
+    IPNetwork,
+    Match,
+    Pattern,
+    Reply,
+    Rule,
+    RuleError,
+    RuleSet,
+    Step,
+    validate_reply,
+)
+from .oneline import glob, parse_code, parse_delay, parse_rule
+
+DEFAULT_RULES = "default_rules.yaml"
+
+
+def default_rules_text() -> str:
+    """The built-in defaults, shipped inside the package (same as config/rules.yaml)."""
+    return resources.files("responder").joinpath(DEFAULT_RULES).read_text(encoding="utf-8")
+
+
+class _Walker:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.warnings: list[str] = []
+        self._constructor = SafeConstructor()
+
+    def at(self, node: Node) -> str:
+        mark = node.start_mark
+        return f"{self.filename}:{mark.line + 1}:{mark.column + 1}"
+
+    def error(self, node: Node, what: str) -> RuleError:
+        return RuleError(f"{self.at(node)}: {what}")
+
+    def scalar(self, node: Node) -> Any:
+        if not isinstance(node, ScalarNode):
+            raise self.error(node, "expected a single value here")
+        try:
+            return self._constructor.construct_object(node)
+        except ConstructorError as exc:
+            raise self.error(node, str(exc.problem)) from None
+
+    def text(self, node: Node, what: str) -> str:
+        value = self.scalar(node)
+        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+            raise self.error(node, f"{what} must be text")
+        return str(value)
+
+    def mapping(self, node: Node, what: str, known: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
+        if not isinstance(node, MappingNode):
+            raise self.error(node, f"{what} must be a mapping")
+        out: dict[str, tuple[Node, Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.text(key_node, "a key")
+            if known and key not in known:
+                raise self.error(key_node, f"unknown key {key!r} in {what} "
+                                           f"(known: {', '.join(known)})")
+            if key in out:
+                raise self.error(key_node, f"duplicate key {key!r}")
+            out[key] = (key_node, value_node)
+        return out
+
+    def items(self, node: Node) -> list[Node]:
+        return list(node.value) if isinstance(node, SequenceNode) else [node]
+
+    # --- pieces -----------------------------------------------------------------
+    def code(self, node: Node) -> int:
+        value = self.scalar(node)
+        code = parse_code(str(value)) if isinstance(value, int) and not isinstance(
+            value, bool) else None
+        if code is None:
+            raise self.error(node, f"bad response code {value!r}: a number from 100 to 699")
+        return code
+
+    def delay(self, node: Node) -> float:
+        value = self.scalar(node)
+        parsed = None if isinstance(value, bool) else parse_delay(str(value))
+        if parsed is None:
+            raise self.error(node, f"bad delay {value!r}: e.g. 250ms, 2s, 1.5s")
+        return parsed
+
+    def step(self, node: Node) -> Step:
+        if isinstance(node, ScalarNode):
+            return Step.make(self.code(node))
+        known = ("code", "after", "reason", "headers", "body", "content_type")
+        m = self.mapping(node, "a step", known)
+        if "code" not in m:
+            raise self.error(node, "a step needs a code")
+        code = self.code(m["code"][1])
+        after = self.delay(m["after"][1]) if "after" in m else 0.0
+        reason = None
+        if "reason" in m:
+            reason = self.text(m["reason"][1], "reason")
+            if not reason.strip() or any(c in reason for c in "\r\n"):
+                raise self.error(m["reason"][1], "reason must be one line of text")
+        headers: list[tuple[str, str]] = []
+        if "headers" in m:
+            for name, (kn, vn) in self.mapping(m["headers"][1], "headers", ()).items():
+                value = self.text(vn, f"header {name}")
+                if not TOKEN.fullmatch(name):
+                    raise self.error(kn, f"bad header name {name!r}")
+                if any(c in value for c in "\r\n"):
+                    raise self.error(vn, "a header value must be one line")
+                headers.append((name, value))
+        body = self.text(m["body"][1], "body").encode() if "body" in m else b""
+        content_type = self.text(m["content_type"][1], "content_type") \
+            if "content_type" in m else None
+        if body and content_type is None:
+            raise self.error(m["body"][1], "a body needs a content_type")
+        return Step.make(code, after, reason, tuple(headers), body, content_type)
+
+    def reply(self, node: Node, methods: frozenset[str] | None) -> Reply:
+        if isinstance(node, ScalarNode) and self.scalar(node) == "drop":
+            return ()
+        steps = tuple(self.step(n) for n in self.items(node))
+        if not steps:
+            raise self.error(node, "an empty list of steps: give steps, a code or drop")
+        try:
+            self.warnings += validate_reply(steps, methods, self.at(node))
+        except RuleError:
+            raise
+        return steps
+
+    def pattern(self, node: Node, what: str) -> Pattern:
+        try:
+            return glob(self.text(node, what))
+        except ValueError as exc:
+            raise self.error(node, str(exc)) from None
+
+    def match(self, node: Node) -> Match:
+        known = ("method", "user", "from_user", "to_user", "source", "headers")
+        m = self.mapping(node, "match", known)
+        methods: frozenset[str] | None = None
+        if "method" in m:
+            names = [self.text(n, "method") for n in self.items(m["method"][1])]
+            if "*" not in names:
+                for n, name in zip(self.items(m["method"][1]), names, strict=True):
+                    if not TOKEN.fullmatch(name):
+                        raise self.error(n, f"bad method {name!r}")
+                methods = frozenset(names)
+        source: list[IPNetwork] = []
+        if "source" in m:
+            for n in self.items(m["source"][1]):
+                try:
+                    source.append(ipaddress.ip_network(self.text(n, "source"), strict=False))
+                except ValueError as exc:
+                    raise self.error(n, f"bad CIDR: {exc}") from None
+        headers: list[tuple[str, Pattern]] = []
+        if "headers" in m:
+            from ..message import COMPACT
+
+            for name, (_kn, vn) in self.mapping(m["headers"][1], "match headers", ()).items():
+                key = name.lower()
+                headers.append((COMPACT.get(key, key), self.pattern(vn, f"header {name}")))
+        pick: Callable[[str], Pattern | None] = (
+            lambda k: self.pattern(m[k][1], k) if k in m else None)
+        return Match(
+            methods=methods,
+            user=pick("user"),
+            from_user=pick("from_user"),
+            to_user=pick("to_user"),
+            source=tuple(source),
+            headers=tuple(headers),
+        )
+
+    def rule(self, node: Node, index: int) -> Rule:
+        known = ("name", "match", "respond", "probability", "auth", "challenge")
+        m = self.mapping(node, "a rule", known)
+        if "auth" in m or "challenge" in m:
+            key = "auth" if "auth" in m else "challenge"
+            raise self.error(m[key][0], "digest authentication is not supported yet")
+        if "respond" not in m:
+            raise self.error(node, "a rule needs respond: (a code, a list of steps, or drop)")
+        match = self.match(m["match"][1]) if "match" in m else Match()
+        probability = 1.0
+        if "probability" in m:
+            value = self.scalar(m["probability"][1])
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 <= value <= 1:
+                raise self.error(m["probability"][1],
+                                 f"probability must be a number from 0 to 1, not {value!r}")
+            probability = float(value)
+        name = self.text(m["name"][1], "name") if "name" in m else f"#{index + 1}"
+        return Rule(
+            match=match,
+            reply=self.reply(m["respond"][1], match.methods),
+            name=name,
+            probability=probability,
+            origin=self.at(node),
+        )
+
+    def identity(self, node: Node) -> Identity:
+        m = self.mapping(node, "identity", ("server", "supported"))
+        server = self.text(m["server"][1], "server") if "server" in m else "sip-responder"
+        supported: tuple[str, ...] = ()
+        if "supported" in m:
+            tags = []
+            for n in self.items(m["supported"][1]):
+                tag = self.text(n, "an option tag")
+                if not TOKEN.fullmatch(tag):
+                    raise self.error(n, f"bad option tag {tag!r}")
+                tags.append(tag)
+            supported = tuple(tags)
+        return Identity(server=server, supported=supported)
+
+
+def load_text(text: str, filename: str) -> RuleSet:
+    """Parse rules-file text; raises RuleError with ``FILE:LINE:COL: what``."""
+    walker = _Walker(filename)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
+        raise RuleError(f"{where}: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise RuleError(f"{filename}:1:1: {exc}") from None
+    if root is None:
+        raise RuleError(f"{filename}:1:1: the file is empty (expected rules:)")
+    top = walker.mapping(root, "the rules file", ("identity", "auth", "rules", "default"))
+    if "auth" in top:
+        raise walker.error(top["auth"][0], "digest authentication is not supported yet")
+    identity = walker.identity(top["identity"][1]) if "identity" in top else Identity()
+    rules: list[Rule] = []
+    if "rules" in top:
+        node = top["rules"][1]
+        if not isinstance(node, SequenceNode):
+            raise walker.error(node, "rules must be a list")
+        rules = [walker.rule(n, i) for i, n in enumerate(node.value)]
+    default: Reply = (Step.make(200),)
+    if "default" in top:
+        default = walker.reply(top["default"][1], None)
+    return RuleSet(rules=tuple(rules), default=default, identity=identity,
+                   warnings=tuple(walker.warnings))
+
+
+def load_file(path: str | Path) -> RuleSet:
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleError(f"{name}:1:1: cannot read the rules file: {exc}") from None
+    return load_text(text, name)
+
+
+def build_ruleset(rules_file: str | None, specs: list[str]) -> RuleSet:
+    """SPEC §2: --rule rules first, in order, then the file's rules or the built-in ones."""
+    base = load_file(rules_file) if rules_file else load_text(default_rules_text(),
+                                                              "<built-in rules>")
+    first: list[Rule] = []
+    warnings: list[str] = []
+    for spec in specs:
+        rule, w = parse_rule(spec)
+        first.append(rule)
+        warnings += w
+    return RuleSet(rules=(*first, *base.rules), default=base.default, identity=base.identity,
+                   warnings=(*warnings, *base.warnings))
+
+
+def dump(ruleset: RuleSet) -> str:
+    """The normalized rules as YAML (what ``--check`` prints); loads back to the same set."""
+
+    def reply(steps: Reply) -> Any:
+        if not steps:
+            return "drop"
+        out = []
+        for s in steps:
+            d: dict[str, Any] = {"code": s.code}
+            if s.after:
+                d["after"] = f"{s.after:g}s"
+            d["reason"] = s.reason
+            if s.headers:
+                d["headers"] = dict(s.headers)
+            if s.body:
+                d["body"] = s.body.decode()
+            if s.content_type:
+                d["content_type"] = s.content_type
+            out.append(d)
+        return out
+
+    rules = []
+    for r in ruleset.rules:
+        match: dict[str, Any] = {"method": sorted(r.match.methods) if r.match.methods else "*"}
+        for key in ("user", "from_user", "to_user"):
+            p = getattr(r.match, key)
+            if p is not None:
+                match[key] = p.text
+        if r.match.source:
+            match["source"] = [str(n) for n in r.match.source]
+        if r.match.headers:
+            match["headers"] = {k: p.text for k, p in r.match.headers}
+        entry: dict[str, Any] = {"name": r.name, "match": match}
+        if r.probability != 1.0:
+            entry["probability"] = r.probability
+        entry["respond"] = reply(r.reply)
+        rules.append(entry)
+    doc = {
+        "identity": {"server": ruleset.identity.server,
+                     "supported": list(ruleset.identity.supported)},
+        "rules": rules,
+        "default": reply(ruleset.default),
+    }
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,130 @@
+"""The one-line rule grammar of ``--rule`` (SPEC §3.1).
+
+    RULE   := MATCH "->" REPLY { ";" OPTION }
+    MATCH  := METHOD [ "@" USER ]
+    REPLY  := "drop" | STEP { "," STEP }
+    STEP   := CODE [ "/" DELAY ]
+    OPTION := "p=" FLOAT | "reason=" TEXT
+
+Errors read ``--rule 'SPEC': what is wrong``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+from .. import codes
+from ..uri import TOKEN
+from .model import Match, Pattern, Rule, RuleError, Step, validate_reply
+
+_DELAY = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s)?")
+
+
+def parse_delay(text: str) -> float | None:
+    """``250ms``, ``2s``, ``1.5s``, ``2`` (seconds) -> seconds; None if unreadable."""
+    m = _DELAY.fullmatch(text.strip())
+    if m is None:
+        return None
+    value = float(m.group(1))
+    return value / 1000.0 if m.group(2) == "ms" else value
+
+
+def parse_code(text: str) -> int | None:
+    text = text.strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    code = int(text)
+    return code if codes.is_valid_code(code) else None
+
+
+def glob(text: str) -> Pattern:
+    """A shell-style glob (fnmatch, case-sensitive) or ``re:REGEX``; raises ValueError."""
+    if text.startswith("re:"):
+        try:
+            return Pattern(text, re.compile(text[3:]))
+        except re.error as exc:
+            raise ValueError(f"bad regular expression {text[3:]!r}: {exc}") from None
+    return Pattern(text, re.compile(fnmatch.translate(text)))
+
+
+def parse_rule(spec: str) -> tuple[Rule, list[str]]:
+    """Parse one ``--rule`` SPEC; returns the rule and its warnings."""
+    where = f"--rule {spec!r}"
+
+    def fail(what: str) -> RuleError:
+        return RuleError(f"{where}: {what}")
+
+    head, arrow, tail = spec.partition("->")
+    if not arrow:
+        raise fail('expected MATCH "->" REPLY, e.g. INVITE->486')
+    method_text, at, user_text = head.strip().partition("@")
+    method_text = method_text.strip()
+    if method_text == "*":
+        methods = None
+    elif TOKEN.fullmatch(method_text):
+        methods = frozenset({method_text})
+    else:
+        raise fail(f"bad method {method_text!r}: a SIP method token or *")
+    user = None
+    if at:
+        user_text = user_text.strip()
+        if not user_text:
+            raise fail("empty user after @")
+        try:
+            user = glob(user_text)
+        except ValueError as exc:
+            raise fail(str(exc)) from None
+
+    reply_text, *options = tail.split(";")
+    reply_text = reply_text.strip()
+    if not reply_text:
+        raise fail('missing reply after "->": a code, a list of CODE[/DELAY], or drop')
+    probability = 1.0
+    reason: str | None = None
+    for option in options:
+        key, eq, value = option.partition("=")
+        key = key.strip()
+        if key == "p" and eq:
+            try:
+                probability = float(value)
+            except ValueError:
+                probability = -1.0
+            if not 0.0 <= probability <= 1.0:
+                raise fail(f"p={value.strip()} is not a probability between 0 and 1")
+        elif key == "reason" and eq:
+            reason = value.strip()
+            if not reason or any(c in reason for c in "\r\n"):
+                raise fail("reason= needs a one-line text")
+        else:
+            raise fail(f"unknown option {option.strip()!r} (known: p=FLOAT, reason=TEXT)")
+
+    steps: list[Step] = []
+    if reply_text.lower() == "drop":
+        if reason is not None:
+            raise fail("reason= makes no sense with drop")
+    else:
+        for item in reply_text.split(","):
+            code_text, slash, delay_text = item.strip().partition("/")
+            code = parse_code(code_text)
+            if code is None:
+                raise fail(f"bad response code {code_text.strip()!r}: a number from 100 to 699")
+            after = 0.0
+            if slash:
+                parsed = parse_delay(delay_text)
+                if parsed is None:
+                    raise fail(f"bad delay {delay_text.strip()!r}: e.g. 250ms, 2s, 1.5s")
+                after = parsed
+            steps.append(Step.make(code, after))
+        if reason is not None:
+            last = steps[-1]
+            steps[-1] = Step.make(last.code, last.after, reason)
+    warnings = validate_reply(tuple(steps), methods, where)
+    rule = Rule(
+        match=Match(methods=methods, user=user),
+        reply=tuple(steps),
+        name=spec.strip(),
+        probability=probability,
+        origin=where,
+    )
+    return rule, warnings

@@ -1,0 +1,124 @@
+"""UDP sockets wired to the engine; no decisions here.
+
+Each socket is non-blocking and registered with ``loop.add_reader``; when it is
+readable the reader drains it with ``recvfrom`` until it would block (at most
+``BATCH`` datagrams per wake-up, so one busy socket cannot starve another or
+the timer). One timer handle fires the engine's next delayed step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+
+from .engine import Engine, Exchange, Outgoing
+
+BATCH = 256
+MAX_DATAGRAM = 65535
+
+Addr = tuple[str, int]
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        for opt, size in ((socket.SO_RCVBUF, 4 << 20), (socket.SO_SNDBUF, 4 << 20)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+            except OSError:
+                pass
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpTransport:
+    """Drives one engine from any number of UDP sockets and one timer."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        engine: Engine,
+        on_exchanges: Callable[[list[Exchange]], None],
+    ) -> None:
+        self.loop = loop
+        self.engine = engine
+        self.on_exchanges = on_exchanges
+        self.sockets: dict[Addr, socket.socket] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.send_errors = 0
+
+    def add(self, sock: socket.socket) -> Addr:
+        local: Addr = sock.getsockname()[:2]
+        self.sockets[local] = sock
+        self.loop.add_reader(sock.fileno(), self._readable, sock, local)
+        return local
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sock in self.sockets.values():
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self.sockets.clear()
+
+    def _readable(self, sock: socket.socket, local: Addr) -> None:
+        receive = self.engine.receive
+        now = self.loop.time()
+        exchanges: list[Exchange] = []
+        for _ in range(BATCH):
+            try:
+                data, source = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # e.g. ICMP port unreachable reported on this socket
+            outs = receive(data, source[:2], now, local)
+            if outs:
+                self._send(sock, outs, exchanges)
+        if exchanges:
+            self.on_exchanges(exchanges)
+        self._arm()
+
+    def _send(self, sock: socket.socket, outs: list[Outgoing], exchanges: list[Exchange]) -> None:
+        for out in outs:
+            exchanges.append(out.exchange)
+            if out.data is None:
+                continue
+            try:
+                sock.sendto(out.data, out.dest)
+            except OSError:
+                self.send_errors += 1  # UDP: a full buffer or unreachable peer loses it
+
+    def _arm(self) -> None:
+        deadline = self.engine.next_deadline()
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._fire, deadline)
+
+    def _fire(self, deadline: float) -> None:
+        self._timer = None
+        self._timer_at = None
+        # asyncio may run a timer up to one clock tick early: it is due at its deadline.
+        outs = self.engine.due(max(self.loop.time(), deadline))
+        exchanges: list[Exchange] = []
+        for out in outs:
+            sock = self.sockets.get(out.local) if out.local else None
+            if sock is None and self.sockets:
+                sock = next(iter(self.sockets.values()))
+            if sock is not None:
+                self._send(sock, [out], exchanges)
+        if exchanges:
+            self.on_exchanges(exchanges)
+        self._arm()

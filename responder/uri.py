@@ -1,0 +1,191 @@
+"""Small, strict readers for the address forms a UAS must look at.
+
+Each function returns ``None`` for text it cannot read; the parser turns that
+into a :class:`~responder.errors.Problem` with a reason naming the field.
+Nothing here rewrites what it reads.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
+# An unquoted display name is a run of tokens separated by whitespace (RFC 3261 §25.1);
+# RFC 4475 §3.1.1.6 (lwsdisp) asks us to accept it directly followed by "<".
+_DISPLAY_TOKENS = re.compile(f"[{TOKEN_CHARS}]+(?:[ \\t]+[{TOKEN_CHARS}]+)*")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+_PORT = re.compile(r"[0-9]{1,5}")
+_WS = frozenset(" \t")
+
+SIP_SCHEMES = frozenset({"sip", "sips"})
+# Request-URI schemes we answer; anything else gets 416 (RFC 3261 §8.2.2.1).
+SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a header value into its comma-separated values, minding quotes and <>."""
+    if '"' not in value and "<" not in value:
+        return value.split(",")
+    out: list[str] = []
+    start = 0
+    in_quote = in_angle = False
+    i, n = 0, len(value)
+    while i < n:
+        c = value[i]
+        if in_quote:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quote = False
+        elif c == '"':
+            in_quote = True
+        elif c == "<":
+            in_angle = True
+        elif c == ">":
+            in_angle = False
+        elif c == "," and not in_angle:
+            out.append(value[start:i])
+            start = i + 1
+        i += 1
+    out.append(value[start:])
+    return out
+
+
+def _angle(text: str) -> tuple[str, str] | None:
+    """``<uri> params`` -> (uri, params); ``text`` starts with '<'."""
+    gt = text.find(">")
+    if gt < 0:
+        return None
+    uri = text[1:gt]
+    if not uri or " " in uri or "\t" in uri:
+        return None  # RFC 4475 §3.3.8 badaspec: no LWS inside an addr-spec
+    params = text[gt + 1 :].strip(" \t")
+    if params and params[0] != ";":
+        return None
+    return uri, params
+
+
+def name_addr(value: str) -> tuple[str, str] | None:
+    """Read a From/To/Contact value: ``(uri, ";params...")`` or None when malformed.
+
+    Accepts ``"Display" <uri>;p``, ``Display <uri>;p``, ``<uri>;p`` and the
+    bare addr-spec form ``uri;p`` (whose parameters are header parameters,
+    RFC 3261 §20.10).
+    """
+    v = value.strip(" \t")
+    if not v:
+        return None
+    if v[0] == '"':
+        i, n = 1, len(v)
+        while i < n:
+            c = v[i]
+            if c == "\\":
+                i += 2
+                continue
+            if c == '"':
+                break
+            i += 1
+        else:
+            return None  # RFC 4475 §3.1.2.7 quotbal: unterminated quoted string
+        rest = v[i + 1 :].lstrip(" \t")
+        return _angle(rest) if rest[:1] == "<" else None
+    lt = v.find("<")
+    if lt >= 0:
+        display = v[:lt].strip(" \t")
+        if display and not _DISPLAY_TOKENS.fullmatch(display):
+            return None  # RFC 4475 §3.1.2.13 baddn: ',' in an unquoted display name
+        return _angle(v[lt:])
+    uri, sep, params = v.partition(";")
+    uri = uri.strip(" \t")
+    # An addr-spec holding ',', '?' or ';' must be in <> (RFC 3261 §20.10; regbadct).
+    if not uri or any(c in uri for c in " \t,?<>\""):
+        return None
+    return uri, sep + params
+
+
+def param(params: str, name: str) -> str | None:
+    """The value of parameter ``name`` (lower case) in ``;a=1;b``, "" if it has none."""
+    if not params:
+        return None
+    for p in params.split(";"):
+        key, eq, val = p.partition("=")
+        if key.strip(" \t").lower() == name:
+            return val.strip(" \t") if eq else ""
+    return None
+
+
+def params_well_formed(params: str) -> bool:
+    """False for empty elements such as ``;;`` (RFC 4475 §3.1.2.1 badinv01)."""
+    if not params:
+        return True
+    parts = params.split(";")
+    if parts[0].strip(" \t"):
+        return False
+    return all(p.strip(" \t") and p.partition("=")[0].strip(" \t") for p in parts[1:])
+
+
+class URIParts:
+    """Scheme, user and host of a URI; host/port validity for sip/sips."""
+
+    __slots__ = ("has_headers", "host", "scheme", "user")
+
+    def __init__(self, scheme: str, user: str | None, host: str | None, has_headers: bool):
+        self.scheme = scheme
+        self.user = user
+        self.host = host
+        self.has_headers = has_headers
+
+
+def uri_parts(uri: str) -> URIParts | None:
+    """Read ``scheme:user@host:port;params?headers``; None if it is not a URI at all.
+
+    For sip/sips the host must be a hostname, an IPv4 address or a bracketed
+    IPv6 reference, and the port digits: ``sip:user@2001:db8::10`` is rejected
+    (RFC 5118 §4.3 ipv6-bad). The user part is %-decoded once (RFC 4475 §3.1.1.3).
+    """
+    colon = uri.find(":")
+    if colon <= 0 or not _SCHEME.fullmatch(uri[:colon]) or any(c in _WS for c in uri):
+        return None
+    scheme = uri[:colon].lower()
+    rest = uri[colon + 1 :]
+    if scheme == "tel":
+        number = rest.split(";", 1)[0]
+        return URIParts(scheme, _unescape(number) if number else None, None, False)
+    if scheme not in SIP_SCHEMES:
+        return URIParts(scheme, None, None, False)
+    # The user part may hold "?" (user-unreserved, RFC 4475 intmeth); headers follow the host.
+    at = rest.find("@")
+    user: str | None = None
+    if at >= 0:
+        user = _unescape(rest[:at].split(":", 1)[0])
+        rest = rest[at + 1 :]
+    rest, q, _ = rest.partition("?")
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end < 0:
+            return None
+        host = rest[: end + 1]
+        after = rest[end + 1 :]
+    else:
+        cut = len(rest)
+        for sep in ":;":
+            k = rest.find(sep)
+            if 0 <= k < cut:
+                cut = k
+        host = rest[:cut]
+        after = rest[cut:]
+    if not host or "<" in host or ">" in host:
+        return None
+    if after.startswith(":"):
+        port, _, _ = after[1:].partition(";")
+        if not _PORT.fullmatch(port):
+            return None
+    elif after and after[0] != ";":
+        return None
+    return URIParts(scheme, user, host, bool(q))
+
+
+def _unescape(text: str) -> str:
+    return unquote(text, errors="surrogateescape") if "%" in text else text
