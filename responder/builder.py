@@ -157,7 +157,7 @@ def build(
     """One response to ``req``. ``tag`` is added to To when the request's To has none."""
     lines = [f"SIP/2.0 {code} {reason}"]
     first = top_via(req, ctx.source)
-    lines.append(f"Via: {first},{req.via_rest}" if req.via_rest is not None else f"Via: {first}")
+    lines.append(f"Via: {first}{req.via_rest}" if req.via_rest is not None else f"Via: {first}")
     lines.extend(f"Via: {v}" for v in req.vias[1:])
     if req.from_ is not None:
         lines.append(f"From: {req.from_}")

@@ -68,7 +68,7 @@ class Request:
     headers: list[Header]
     vias: list[str]              # every Via header field line's value, in order
     top_via: TopVia
-    via_rest: str | None         # the rest of the first Via line after its first value
+    via_rest: str | None         # the first Via line after its first value (", SIP/2.0/...")
     from_: str | None = None
     to: str | None = None
     call_id: str | None = None

@@ -128,9 +128,10 @@ def parse(data: bytes) -> Request:
     # --- the top Via: without a sent-by nobody can match a response ----------------
     if not vias:
         raise Discard(errors.NO_VIA)
-    top_value = split_commas(vias[0])[0]
-    via_rest = vias[0][len(top_value) + 1 :] if len(top_value) < len(vias[0]) else None
-    top_value = top_value.strip(" \t")
+    raw_top = split_commas(vias[0])[0]
+    top_value = raw_top.strip(" \t")
+    # The rest of that line from the end of the first value: " , SIP/2.0/UDP ..." verbatim.
+    via_rest = vias[0][len(top_value) :] if len(raw_top) < len(vias[0]) else None
     vm = _VIA.fullmatch(top_value)
     if vm is None:
         raise Discard(errors.NO_VIA)

@@ -1,0 +1,72 @@
+"""Tiny helpers shared by the unit tests: request bytes and a response reader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def request(
+    method: str = "OPTIONS",
+    uri: str = "sip:1000@lab.example",
+    *,
+    call_id: str = "call-1@test",
+    branch: str = "z9hG4bK-test-1",
+    via_host: str = "192.0.2.10:5062",
+    rport: bool = False,
+    from_tag: str = "ft-1",
+    to: str = "<sip:1000@lab.example>",
+    cseq: int = 1,
+    cseq_method: str | None = None,
+    extra: str = "",
+    body: str = "",
+) -> bytes:
+    via = f"SIP/2.0/UDP {via_host};branch={branch}" + (";rport" if rport else "")
+    text = (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: {via}\r\n"
+        f"Max-Forwards: 70\r\n"
+        f"From: \"Alice\" <sip:alice@client.example>;tag={from_tag}\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {cseq_method or method}\r\n"
+        f"{extra}"
+        f"Content-Length: {len(body.encode())}\r\n"
+        f"\r\n{body}"
+    )
+    return text.encode()
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+    def one(self, name: str) -> str:
+        values = self.all(name)
+        assert len(values) == 1, f"{name}: {values}"
+        return values[0]
+
+    def has(self, name: str) -> bool:
+        return bool(self.all(name))
+
+
+def read_response(data: bytes) -> Response:
+    """Strict reader: CRLF lines, a status line, ``Name: value`` headers, exact framing."""
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, "response has no empty line after its headers"
+    lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    version, code, reason = lines[0].split(" ", 2)
+    assert version == "SIP/2.0"
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        assert colon and name == name.strip(), f"bad header line {line!r}"
+        headers.append((name, value.strip()))
+    resp = Response(int(code), reason, headers, body)
+    assert int(resp.one("Content-Length")) == len(body), "Content-Length is not exact"
+    return resp

@@ -1,0 +1,201 @@
+"""The sans-I/O engine, driven with a fake clock: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+import pytest
+from sip import read_response, request
+
+from responder import errors
+from responder.engine import Engine, Outgoing
+from responder.rules.loader import build_ruleset, load_text
+from responder.seeded import Seeded
+
+SRC = ("127.0.0.1", 40000)
+LOCAL = ("127.0.0.1", 5060)
+
+
+def engine(*specs: str, rules_text: str | None = None, seed: int = 7) -> Engine:
+    if rules_text is not None:
+        ruleset = load_text(rules_text, "t.yaml")
+    else:
+        ruleset = build_ruleset(None, list(specs))
+    return Engine(ruleset, Seeded(seed))
+
+
+def statuses(outs: list[Outgoing]) -> list[int]:
+    return [read_response(o.data).status for o in outs if o.data is not None]
+
+
+def test_default_rules_answer_invite_with_100_180_200_at_once() -> None:
+    e = engine()
+    outs = e.receive(request("INVITE"), SRC, 0.0, LOCAL)
+    assert statuses(outs) == [100, 180, 200]
+    assert all(o.dest == SRC for o in outs)
+    assert e.pending == 0 and e.next_deadline() is None
+
+
+def test_one_line_rule_is_tried_before_the_defaults() -> None:
+    e = engine("INVITE->486")
+    assert statuses(e.receive(request("INVITE"), SRC, 0.0)) == [486]
+    assert statuses(e.receive(request("OPTIONS"), SRC, 0.0)) == [200]
+    assert statuses(e.receive(request("FOO"), SRC, 0.0)) == [501]
+
+
+def test_ack_is_never_answered() -> None:
+    e = engine("*->503")
+    assert e.receive(request("ACK"), SRC, 0.0) == []
+    assert e.counters.acks == 1
+
+
+def test_star_does_not_answer_cancel_and_unmatched_cancel_gets_481() -> None:
+    e = engine("*->503")
+    assert statuses(e.receive(request("CANCEL"), SRC, 0.0)) == [481]
+    e = engine("CANCEL->200")
+    assert statuses(e.receive(request("CANCEL"), SRC, 0.0)) == [200]
+
+
+def test_delayed_steps_fire_on_the_fake_clock() -> None:
+    e = engine("INVITE->180,486/2s")
+    outs = e.receive(request("INVITE"), SRC, 10.0, LOCAL)
+    assert statuses(outs) == [180]
+    assert e.pending == 1
+    assert e.next_deadline() == pytest.approx(12.0)
+    assert e.due(11.999) == []
+    later = e.due(12.0)
+    assert statuses(later) == [486]
+    assert later[0].local == LOCAL
+    tag180 = read_response(outs[0].data).one("To")
+    assert read_response(later[0].data).one("To") == tag180
+    assert e.pending == 0 and e.next_deadline() is None
+
+
+def test_cancel_of_pending_invite_gives_200_and_487_and_drops_the_rest() -> None:
+    e = engine("INVITE->180,486/2s")
+    ringing = e.receive(request("INVITE"), SRC, 0.0)
+    outs = e.receive(request("CANCEL"), SRC, 0.5)
+    ok, terminated = (read_response(o.data) for o in outs)
+    assert (ok.status, terminated.status) == (200, 487)
+    assert ok.one("CSeq") == "1 CANCEL" and terminated.one("CSeq") == "1 INVITE"
+    assert terminated.reason == "Request Terminated"
+    assert terminated.one("To") == read_response(ringing[0].data).one("To")
+    assert e.due(5.0) == [] and e.pending == 0
+    # A retransmitted CANCEL gets the same 200, a retransmitted INVITE the 487.
+    assert [o.data for o in e.receive(request("CANCEL"), SRC, 0.7)] == [outs[0].data]
+    assert [o.data for o in e.receive(request("INVITE"), SRC, 0.8)] == [outs[1].data]
+
+
+def test_retransmission_while_pending_gets_the_last_response_again() -> None:
+    e = engine("INVITE->180,486/2s")
+    first = e.receive(request("INVITE"), SRC, 0.0)
+    again = e.receive(request("INVITE"), SRC, 0.5)
+    assert [o.data for o in again] == [first[0].data]
+    assert again[0].exchange.retransmission
+    assert e.pending == 1  # not scheduled twice
+    final = e.due(2.0)
+    assert statuses(final) == [486]
+    # after the final response, a retransmission gets that final response
+    assert [o.data for o in e.receive(request("INVITE"), SRC, 3.0)] == [final[0].data]
+    # ... until the transaction is forgotten (Timer B, 32 s), then it starts over
+    assert statuses(e.receive(request("INVITE"), SRC, 40.0)) == [180]
+
+
+def test_first_step_delayed_retransmission_gets_nothing_yet() -> None:
+    e = engine("INVITE->486/1s")
+    assert e.receive(request("INVITE"), SRC, 0.0) == []
+    assert e.receive(request("INVITE"), SRC, 0.2) == []
+    assert statuses(e.due(1.0)) == [486]
+
+
+def test_drop_sends_nothing_and_is_logged() -> None:
+    e = engine("OPTIONS->drop")
+    outs = e.receive(request("OPTIONS"), SRC, 0.0)
+    assert len(outs) == 1 and outs[0].data is None
+    assert outs[0].exchange.status is None and outs[0].exchange.rule == "OPTIONS->drop"
+    assert e.counters.dropped == 1
+
+
+def test_probability_is_seeded_and_retransmission_safe() -> None:
+    decisions = []
+    for seed in (1, 2):
+        e = engine("INVITE->503;p=0.5", seed=seed)
+        run = []
+        for i in range(200):
+            data = request("INVITE", call_id=f"c{i}", branch=f"z9hG4bK{i}")
+            first = e.receive(data, SRC, 0.0)
+            again = e.receive(data, SRC, 0.1)
+            assert [o.data for o in first] == [o.data for o in again]
+            run.append(statuses(first)[-1])
+        assert 60 < run.count(503) < 140
+        decisions.append(run)
+    assert decisions[0] != decisions[1]
+    e1, e2 = engine("INVITE->503;p=0.5", seed=1), engine("INVITE->503;p=0.5", seed=1)
+    data = request("INVITE", call_id="same")
+    assert [o.data for o in e1.receive(data, SRC, 0.0)] == [o.data for o in e2.receive(
+        data, SRC, 5.0)]
+
+
+def test_problem_requests_get_their_status() -> None:
+    e = engine()
+    bad = request("OPTIONS", cseq_method="INVITE")
+    resp = read_response(e.receive(bad, SRC, 0.0)[0].data)
+    assert (resp.status, resp.reason) == (400, "CSeq Method Mismatch")
+    assert resp.one("CSeq") == "1 INVITE"  # copied as the request had it
+    v3 = request("OPTIONS").replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1)
+    resp = read_response(e.receive(v3, SRC, 0.0)[0].data)
+    assert (resp.status, resp.reason) == (505, "Version Not Supported")
+
+
+def test_require_with_unknown_tags_gets_420_listing_them() -> None:
+    e = engine()
+    data = request("INVITE", extra="Require: 100rel, foo\r\n")
+    resp = read_response(e.receive(data, SRC, 0.0)[0].data)
+    assert resp.status == 420 and resp.one("Unsupported") == "100rel, foo"
+    supported = "identity: {supported: [100rel]}\nrules: []\n"
+    e = engine(rules_text=supported)
+    resp = read_response(e.receive(data, SRC, 0.0)[0].data)
+    assert resp.status == 420 and resp.one("Unsupported") == "foo"
+    ok = request("INVITE", extra="Require: 100rel\r\n")
+    assert statuses(e.receive(ok, SRC, 0.0)) == [200]
+    # not for CANCEL (RFC 3261 §8.2.2.3)
+    cancel = request("CANCEL", extra="Require: foo\r\n")
+    assert statuses(e.receive(cancel, SRC, 0.0)) == [481]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", errors.EMPTY),
+        (b"\r\n\r\n", errors.KEEPALIVE),
+        (b"\x00\xff garbage", errors.NOT_SIP),
+        (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\r\n", errors.RESPONSE),
+        (b"OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n\r\n", errors.NO_VIA),
+    ],
+    ids=["empty", "keepalive", "garbage", "response", "no-via"],
+)
+def test_unanswerable_datagrams_are_counted(data: bytes, reason: str) -> None:
+    e = engine()
+    assert e.receive(data, SRC, 0.0) == []
+    assert e.counters.discarded == {reason: 1}
+    assert statuses(e.receive(request(), SRC, 0.0)) == [200]
+
+
+def test_set_rules_applies_to_later_requests_and_pending_keep_their_decision() -> None:
+    e = engine("INVITE->180,486/2s")
+    e.receive(request("INVITE"), SRC, 0.0)
+    e.set_rules(build_ruleset(None, ["INVITE->603"]))
+    assert statuses(e.receive(request("INVITE", call_id="new"), SRC, 0.1)) == [603]
+    assert statuses(e.due(2.0)) == [486]
+
+
+def test_steps_with_same_delay_go_out_together_in_order() -> None:
+    e = engine("INVITE->180/1s,183/1s,486/1s")
+    assert e.receive(request("INVITE"), SRC, 0.0) == []
+    assert statuses(e.due(1.0)) == [180, 183, 486]
+
+
+def test_many_pending_transactions_fire_in_time_order() -> None:
+    e = engine("INVITE->486/1s")
+    for i in range(50):
+        e.receive(request("INVITE", call_id=f"c{i}"), SRC, i * 0.01)
+    fired = e.due(100.0)
+    assert [read_response(o.data).one("Call-ID") for o in fired] == [f"c{i}" for i in range(50)]
