@@ -100,7 +100,7 @@ def top_via(req: Request, source: Addr) -> str:
     out = [sent.rstrip(" \t")]
     if params:
         for p in params.split(";"):
-            key, eq, value = p.partition("=")
+            key, _eq, value = p.partition("=")
             key_l = key.strip(" \t").lower()
             if key_l == "received":
                 continue  # replaced by ours below

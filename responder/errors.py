@@ -25,7 +25,7 @@ class Problem:
     reason: str | None = None
 
 
-class Discard(Exception):  # noqa: N818 - the name says what happens to the datagram
+class Discard(Exception):
     """The datagram cannot be answered; ``reason`` is a short counter key."""
 
     def __init__(self, reason: str) -> None:

@@ -45,6 +45,22 @@ _VIA = re.compile(
 MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5
 
 
+_KEYS: dict[str, str] = {}  # header name as written -> canonical key (bounded cache)
+
+
+def _header_key(name: str) -> str | None:
+    """Canonical key of a header name as written (``TO `` -> "to", ``v`` -> "via")."""
+    stripped = name.rstrip(" \t")
+    if not stripped or not TOKEN.fullmatch(stripped):
+        return None
+    key = stripped.lower()
+    key = COMPACT.get(key, key)
+    if len(_KEYS) >= 4096:
+        _KEYS.clear()
+    _KEYS[name] = key
+    return key
+
+
 def parse(data: bytes) -> Request:
     """Parse one datagram. Raises only :class:`Discard`."""
     if not data:
@@ -74,7 +90,7 @@ def parse(data: bytes) -> Request:
         problem = Problem(400, "Malformed Request-URI")  # RFC 4475 §3.1.2.10 lwsruri
 
     # --- header lines, unfolded (RFC 3261 §7.3.1) ---------------------------------
-    raw: list[list[str]] = []
+    raw: list[list[str]] = []  # [name, key, value]
     for line in lines[1:]:
         if line.endswith("\r"):
             line = line[:-1]
@@ -82,17 +98,20 @@ def parse(data: bytes) -> Request:
             continue
         if line[0] in " \t":
             if raw:
-                raw[-1][1] += line
+                raw[-1][2] += line
             elif problem is None:
                 problem = Problem(400, "Bad Header Syntax")
             continue
         colon = line.find(":")
-        name = line[:colon].rstrip(" \t") if colon > 0 else ""
-        if not name or not TOKEN.fullmatch(name):
-            if problem is None:
-                problem = Problem(400, "Bad Header Syntax")
-            continue
-        raw.append([name, line[colon + 1 :]])
+        name = line[:colon] if colon > 0 else ""
+        key = _KEYS.get(name)
+        if key is None:
+            key = _header_key(name)
+            if key is None:
+                if problem is None:
+                    problem = Problem(400, "Bad Header Syntax")
+                continue
+        raw.append([name.rstrip(" \t"), key, line[colon + 1 :]])
 
     headers: list[Header] = []
     vias: list[str] = []
@@ -103,9 +122,7 @@ def parse(data: bytes) -> Request:
     lengths: list[str] = []
     require: list[str] = []
     timestamp: str | None = None
-    for name, value in raw:
-        key = name.lower()
-        key = COMPACT.get(key, key)
+    for name, key, value in raw:
         value = value.strip(" \t")
         headers.append(Header(key, name, value))
         if key == "via":

@@ -9,6 +9,7 @@ the timer). One timer handle fires the engine's next delayed step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 
@@ -29,10 +30,8 @@ def bind_udp(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         sock.setblocking(False)
         for opt, size in ((socket.SO_RCVBUF, 4 << 20), (socket.SO_SNDBUF, 4 << 20)):
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, opt, size)
-            except OSError:
-                pass
     except BaseException:
         sock.close()
         raise

@@ -17,7 +17,6 @@ TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
 _DISPLAY_TOKENS = re.compile(f"[{TOKEN_CHARS}]+(?:[ \\t]+[{TOKEN_CHARS}]+)*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 _PORT = re.compile(r"[0-9]{1,5}")
-_WS = frozenset(" \t")
 
 SIP_SCHEMES = frozenset({"sip", "sips"})
 # Request-URI schemes we answer; anything else gets 416 (RFC 3261 §8.2.2.1).
@@ -146,7 +145,7 @@ def uri_parts(uri: str) -> URIParts | None:
     (RFC 5118 §4.3 ipv6-bad). The user part is %-decoded once (RFC 4475 §3.1.1.3).
     """
     colon = uri.find(":")
-    if colon <= 0 or not _SCHEME.fullmatch(uri[:colon]) or any(c in _WS for c in uri):
+    if colon <= 0 or " " in uri or "\t" in uri or not _SCHEME.fullmatch(uri[:colon]):
         return None
     scheme = uri[:colon].lower()
     rest = uri[colon + 1 :]

@@ -8,7 +8,6 @@ errors: a typo must not silently turn a rule into "match everything".
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,9 @@ class _Walker:
             raise self.error(node, f"{what} must be text")
         return str(value)
 
-    def mapping(self, node: Node, what: str, known: tuple[str, ...]) -> dict[str, tuple[Node, Node]]:
+    def mapping(
+        self, node: Node, what: str, known: tuple[str, ...]
+    ) -> dict[str, tuple[Node, Node]]:
         if not isinstance(node, MappingNode):
             raise self.error(node, f"{what} must be a mapping")
         out: dict[str, tuple[Node, Node]] = {}
@@ -173,8 +174,8 @@ class _Walker:
             for name, (_kn, vn) in self.mapping(m["headers"][1], "match headers", ()).items():
                 key = name.lower()
                 headers.append((COMPACT.get(key, key), self.pattern(vn, f"header {name}")))
-        pick: Callable[[str], Pattern | None] = (
-            lambda k: self.pattern(m[k][1], k) if k in m else None)
+        def pick(k: str) -> (Pattern | None):
+            return (self.pattern(m[k][1], k) if k in m else None)
         return Match(
             methods=methods,
             user=pick("user"),

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Per-request cost of the sans-I/O core: parse -> match -> build, in microseconds.
+
+Runs Engine.receive() (which is exactly parse, match, build) on an OPTIONS and
+an INVITE with the built-in default rules, and on the two stages alone, several
+times each; prints the median of the runs. No sockets: this is the interpreter
+work per request that the transport adds its I/O to.
+
+    python scripts/bench_core.py [--runs 7] [--n 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+from responder.builder import Context, build
+from responder.engine import Engine
+from responder.parser import parse
+from responder.rules.loader import build_ruleset
+from responder.rules.matcher import select
+from responder.seeded import Seeded
+
+OPTIONS = (
+    b"OPTIONS sip:100@127.0.0.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-524287-1---f2b4d2b1;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Contact: <sip:bench@127.0.0.1:5062>\r\n"
+    b"To: <sip:100@127.0.0.1:5060>\r\n"
+    b"From: <sip:bench@127.0.0.1:5062>;tag=8a7f3e21\r\n"
+    b"Call-ID: 1-4242@127.0.0.1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"User-Agent: bench\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+SDP = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 6000 RTP/AVP 0\r\n")
+INVITE = (
+    b"INVITE sip:1000@127.0.0.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-524287-1---77aa11;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Contact: <sip:bench@127.0.0.1:5062>\r\n"
+    b"To: <sip:1000@127.0.0.1:5060>\r\n"
+    b"From: \"Bench\" <sip:bench@127.0.0.1:5062>;tag=99aa0f\r\n"
+    b"Call-ID: 2-4242@127.0.0.1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP
+)
+SRC = ("127.0.0.1", 5062)
+
+
+def per_call_us(fn: Callable[[], object], n: int, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        samples.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--n", type=int, default=20000)
+    args = ap.parse_args()
+    ruleset = build_ruleset(None, [])
+    seeded = Seeded(1)
+    engine = Engine(ruleset, seeded)
+    print(f"{'request':8} {'stage':24} {'median µs':>10}   (runs={args.runs}, n={args.n})")
+    for name, data in (("OPTIONS", OPTIONS), ("INVITE", INVITE)):
+        req = parse(data)
+        rule = select(ruleset, req, SRC[0], seeded)
+        assert rule is not None
+        step = rule.reply[-1]
+        ctx = Context(ruleset.identity, seeded, 0.0, SRC, ("127.0.0.1", 5060))
+        rows = [
+            ("parse", lambda d=data: parse(d)),
+            ("match", lambda r=req: select(ruleset, r, SRC[0], seeded)),
+            ("build (final step)", lambda r=req, s=step, c=ctx: build(r, c, s.code, s.reason, "t",
+                                                               s.headers, s.body)),
+            ("receive (all steps)", lambda d=data: engine.receive(d, SRC, 0.0, SRC)),
+        ]
+        for stage, fn in rows:
+            print(f"{name:8} {stage:24} {per_call_us(fn, args.n, args.runs):10.2f}")
+
+
+if __name__ == "__main__":
+    main()
