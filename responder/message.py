@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import Problem
+from .uri import uri_parts
 
 # Compact forms (RFC 3261 §7.3.3 and the IANA header-field registry) -> long names, lower case.
 COMPACT = {
@@ -77,13 +78,23 @@ class Request:
     from_tag: str | None = None
     to_tag: str | None = None
     target_user: str | None = None
-    from_user: str | None = None
-    to_user: str | None = None
+    from_uri: str | None = None  # the URI inside From, as written
+    to_uri: str | None = None    # the URI inside To, as written
     require: tuple[str, ...] = ()
     timestamp: str | None = None
     uri_host: str | None = None  # host of the Request-URI as written (sip/sips)
     body: bytes = b""
     problem: Problem | None = None
+
+    @property
+    def from_user(self) -> str | None:
+        """User part of the From URI, %-decoded (read only when a rule asks)."""
+        return _user(self.from_uri)
+
+    @property
+    def to_user(self) -> str | None:
+        """User part of the To URI, %-decoded (read only when a rule asks)."""
+        return _user(self.to_uri)
 
     def header(self, key: str) -> str | None:
         """The first value of header ``key`` (long form, lower case), or None."""
@@ -100,3 +111,8 @@ class Request:
     def transaction_key(self) -> str:
         """The transaction's identity for seeded draws (SPEC §3.4)."""
         return f"{self.call_id}\x00{self.top_via.branch}\x00{self.cseq_num} {self.method}"
+
+
+def _user(uri: str | None) -> str | None:
+    parts = uri_parts(uri) if uri is not None else None
+    return parts.user if parts is not None else None

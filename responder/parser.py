@@ -210,17 +210,15 @@ def parse(data: bytes) -> Request:
             problem = problem or Problem(400, "Bad From")
         else:
             req.from_tag = param(fa[1], "tag") or None
-            fp = uri_parts(fa[0])
-            req.from_user = fp.user if fp else None
+            req.from_uri = fa[0]
     if req.to is not None:
         ta = name_addr(req.to)
         if ta is None:
             problem = problem or Problem(400, "Bad To")
         else:
             req.to_tag = param(ta[1], "tag") or None
-            tp = uri_parts(ta[0])
-            req.to_user = tp.user if tp else None
-            if method == "REGISTER" and (tp is None or tp.scheme not in SIP_SCHEMES):
+            req.to_uri = ta[0]
+            if method == "REGISTER" and ta[0].partition(":")[0].lower() not in SIP_SCHEMES:
                 # RFC 3261 §10.2: the To of a REGISTER is a SIP or SIPS AOR (RFC 4475 unksm2)
                 problem = problem or Problem(400, "To Is Not A SIP Address")
 
