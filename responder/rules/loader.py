@@ -29,7 +29,7 @@ from .model import (
     Step,
     validate_reply,
 )
-from .oneline import glob, parse_code, parse_delay, parse_rule
+from .oneline import format_delay, glob, parse_code, parse_delay, parse_rule
 
 DEFAULT_RULES = "default_rules.yaml"
 
@@ -134,14 +134,20 @@ class _Walker:
     def reply(self, node: Node, methods: frozenset[str] | None) -> Reply:
         if isinstance(node, ScalarNode) and self.scalar(node) == "drop":
             return ()
-        steps = tuple(self.step(n) for n in self.items(node))
+        nodes = self.items(node)
+        steps = tuple(self.step(n) for n in nodes)
         if not steps:
             raise self.error(node, "an empty list of steps: give steps, a code or drop")
-        try:
-            self.warnings += validate_reply(steps, methods, self.at(node))
-        except RuleError:
-            raise
+        self.warnings += validate_reply(steps, methods, [self._step_at(n) for n in nodes])
         return steps
+
+    def _step_at(self, node: Node) -> str:
+        """Where a step's delay is written (its ``after``), else where the step is."""
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.value == "after":
+                    return self.at(value_node)
+        return self.at(node)
 
     def pattern(self, node: Node, what: str) -> Pattern:
         try:
@@ -155,6 +161,8 @@ class _Walker:
         methods: frozenset[str] | None = None
         if "method" in m:
             names = [self.text(n, "method") for n in self.items(m["method"][1])]
+            if not names:
+                raise self.error(m["method"][1], 'an empty method list: give methods or "*"')
             if "*" not in names:
                 for n, name in zip(self.items(m["method"][1]), names, strict=True):
                     if not TOKEN.fullmatch(name):
@@ -171,8 +179,10 @@ class _Walker:
         if "headers" in m:
             from ..message import COMPACT
 
-            for name, (_kn, vn) in self.mapping(m["headers"][1], "match headers", ()).items():
+            for name, (kn, vn) in self.mapping(m["headers"][1], "match headers", ()).items():
                 key = name.lower()
+                if any(COMPACT.get(key, key) == k for k, _ in headers):
+                    raise self.error(kn, f"header {name!r} is given twice")
                 headers.append((COMPACT.get(key, key), self.pattern(vn, f"header {name}")))
         def pick(k: str) -> (Pattern | None):
             return (self.pattern(m[k][1], k) if k in m else None)
@@ -289,7 +299,7 @@ def dump(ruleset: RuleSet) -> str:
         for s in steps:
             d: dict[str, Any] = {"code": s.code}
             if s.after:
-                d["after"] = f"{s.after:g}s"
+                d["after"] = format_delay(s.after)
             d["reason"] = s.reason
             if s.headers:
                 d["headers"] = dict(s.headers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import codes
@@ -107,25 +108,27 @@ class RuleSet:
     warnings: tuple[str, ...] = ()
 
 
-def validate_reply(steps: Reply, methods: frozenset[str] | None, where: str) -> list[str]:
+def validate_reply(
+    steps: Reply, methods: frozenset[str] | None, where: Sequence[str]
+) -> list[str]:
     """Check a list of steps (SPEC §3.2); raise RuleError, return warnings.
 
     Any number of provisional responses, at most one final response and only
-    last, delays that never decrease.
+    last, delays that never decrease. ``where[i]`` locates step i in messages.
     """
     for i, step in enumerate(steps):
         if step.final and i != len(steps) - 1:
-            raise RuleError(f"{where}: only the last step may be a final response "
+            raise RuleError(f"{where[i]}: only the last step may be a final response "
                             f"(step {i + 1} is {step.code})")
         if i and step.after < steps[i - 1].after:
-            raise RuleError(f"{where}: step delays must not decrease "
+            raise RuleError(f"{where[i]}: step delays must not decrease "
                             f"({steps[i - 1].after:g}s then {step.after:g}s)")
     warnings = []
     non_invite = methods is None or any(m != "INVITE" for m in methods)
-    odd = [s.code for s in steps if 100 < s.code < 200]
+    odd = [i for i, s in enumerate(steps) if 100 < s.code < 200]
     if odd and non_invite:
         warnings.append(
-            f"{where}: provisional {', '.join(map(str, odd))} to a non-INVITE request is "
-            "forbidden by RFC 4320 §4.1 (sent anyway, as asked)"
+            f"{where[odd[0]]}: provisional {', '.join(str(steps[i].code) for i in odd)} to a "
+            "non-INVITE request is forbidden by RFC 4320 §4.1 (sent anyway, as asked)"
         )
     return warnings

@@ -18,16 +18,22 @@ from .. import codes
 from ..uri import TOKEN
 from .model import Match, Pattern, Rule, RuleError, Step, validate_reply
 
-_DELAY = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s)?")
+_DELAY = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s)?")
 
 
 def parse_delay(text: str) -> float | None:
-    """``250ms``, ``2s``, ``1.5s``, ``2`` (seconds) -> seconds; None if unreadable."""
+    """``250ms``, ``2s``, ``1.5s``, ``2`` (seconds), ``1e-05s`` -> seconds; None if unreadable."""
     m = _DELAY.fullmatch(text.strip())
     if m is None:
         return None
     value = float(m.group(1))
     return value / 1000.0 if m.group(2) == "ms" else value
+
+
+def format_delay(seconds: float) -> str:
+    """The inverse of :func:`parse_delay`, exact: ``2s``, ``0.25s``, ``1234.567s``."""
+    short = f"{seconds:g}"
+    return f"{short}s" if float(short) == seconds else f"{seconds!r}s"
 
 
 def parse_code(text: str) -> int | None:
@@ -45,7 +51,8 @@ def glob(text: str) -> Pattern:
             return Pattern(text, re.compile(text[3:]))
         except re.error as exc:
             raise ValueError(f"bad regular expression {text[3:]!r}: {exc}") from None
-    return Pattern(text, re.compile(fnmatch.translate(text)))
+    # fnmatch.translate anchors only the end; a glob matches the whole value.
+    return Pattern(text, re.compile(r"\A" + fnmatch.translate(text)))
 
 
 def parse_rule(spec: str) -> tuple[Rule, list[str]]:
@@ -119,7 +126,7 @@ def parse_rule(spec: str) -> tuple[Rule, list[str]]:
         if reason is not None:
             last = steps[-1]
             steps[-1] = Step.make(last.code, last.after, reason)
-    warnings = validate_reply(tuple(steps), methods, where)
+    warnings = validate_reply(tuple(steps), methods, [where] * len(steps))
     rule = Rule(
         match=Match(methods=methods, user=user),
         reply=tuple(steps),
