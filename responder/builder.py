@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from . import codes
+from .auth import AuthConfig, challenge
 from .message import Request
 from .rules.model import Identity
 from .seeded import Seeded
@@ -27,7 +28,6 @@ ACCEPT = "application/sdp"
 DEFAULT_EXPIRES = 3600   # RFC 3261 §10.2.1.1: a REGISTER without expiry asks for 3600 s
 MIN_EXPIRES = "3600"     # 423 default
 MIN_SE = "90"            # 422 default: RFC 4028 §4's minimum
-DEFAULT_REALM = "sip-responder"
 # Dialog-creating methods: their 101-299 responses carry Contact and copy Record-Route
 # (RFC 3261 §12.1.1, RFC 6665 §4.1.3, RFC 3515).
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
@@ -42,11 +42,15 @@ class Context:
     now: float
     source: Addr
     local: Addr | None = None
+    auth: AuthConfig | None = None
+
+
+_NO_AUTH = AuthConfig()
 
 
 def _challenge(req: Request, ctx: Context) -> str:
-    nonce = ctx.seeded.nonce(ctx.now, ctx.source[0])
-    return f'Digest realm="{DEFAULT_REALM}", nonce="{nonce}", algorithm=MD5, qop="auth"'
+    """A rule that answers 401/407 without ``auth: digest`` still sends a valid challenge."""
+    return challenge(ctx.auth or _NO_AUTH, ctx.seeded.nonce(ctx.now, ctx.source[0]))
 
 
 def _unsupported(req: Request, ctx: Context) -> str:

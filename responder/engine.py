@@ -20,12 +20,13 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .auth import AuthConfig, Verdict, challenge, verify
 from .builder import Addr, Context, build
 from .errors import Discard
 from .message import Request
 from .parser import parse
 from .rules.matcher import select
-from .rules.model import Reply, RuleSet, Step
+from .rules.model import Reply, Rule, RuleSet, Step
 from .seeded import Seeded
 
 PENDING_LIMIT = 100_000    # transactions with delayed steps at once
@@ -132,7 +133,7 @@ class Engine:
             self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
             return []
         ruleset = self.ruleset
-        ctx = Context(ruleset.identity, self.seeded, now, source, local)
+        ctx = Context(ruleset.identity, self.seeded, now, source, local, ruleset.auth)
         if req.problem is not None:
             p = req.problem
             step = Step.make(p.status, reason=p.reason)
@@ -162,7 +163,9 @@ class Engine:
                 return [self._emit(req, ctx, step, self._tag(req), REQUIRE_RULE, now)]
 
         rule = select(ruleset, req, source[0], self.seeded)
-        if rule is not None:
+        if rule is not None and rule.auth and ruleset.auth is not None:
+            reply, name = self._authorize(rule, ruleset.auth, req, source, now)
+        elif rule is not None:
             reply, name = rule.reply, rule.name
         elif req.method == "CANCEL":
             # SPEC §5: the default never answers a CANCEL; with nothing to cancel, 481.
@@ -233,6 +236,26 @@ class Engine:
             self._push(now + reply[i].after, key)
         return out
 
+    def _authorize(
+        self, rule: Rule, cfg: AuthConfig, req: Request, source: Addr, now: float
+    ) -> tuple[Reply, str]:
+        """``auth: digest``: valid credentials get the rule's reply, others a fresh challenge.
+
+        SPEC §5: no credentials or wrong ones (an unknown user included) get 401
+        (407 with ``challenge: proxy``); a right answer to an expired nonce gets a
+        challenge with ``stale=true`` (RFC 2617 §3.2.1).
+        """
+        key = "proxy-authorization" if rule.proxy_challenge else "authorization"
+        verdict = verify(cfg, req, key, self.seeded, now, source[0])
+        if verdict is Verdict.OK:
+            return rule.reply, rule.name
+        value = challenge(cfg, self.seeded.nonce(now, source[0]), verdict is Verdict.STALE)
+        if rule.proxy_challenge:
+            step = Step.make(407, headers=(("Proxy-Authenticate", value),))
+        else:
+            step = Step.make(401, headers=(("WWW-Authenticate", value),))
+        return (step,), f"{rule.name} {verdict.value}-credentials"
+
     def _cancel(self, req: Request, ctx: Context, now: float) -> list[Outgoing] | None:
         """RFC 3261 §9.2: a CANCEL whose INVITE still has steps pending stops them."""
         invite_key = _txn(req, "INVITE")
@@ -241,7 +264,7 @@ class Engine:
             return None
         ok = self._emit(req, ctx, Step.make(200), self._tag(req), CANCEL_RULE, now)
         icx = Context(entry.ctx.identity, entry.ctx.seeded, now, entry.ctx.source,
-                      entry.ctx.local)
+                      entry.ctx.local, entry.ctx.auth)
         terminated = self._emit(entry.req, icx, Step.make(487), entry.tag, CANCEL_RULE, now)
         self._remember(_txn(req), [ok], now)
         self._remember(invite_key, [terminated], now)

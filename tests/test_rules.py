@@ -473,10 +473,18 @@ BROKEN_FILES = [
     pytest.param("rules: «{respond: 486}\n", "rules must be a list", id="rules-mapping"),
     pytest.param("rules: «486\n", "rules must be a list", id="rules-scalar"),
     pytest.param("«- 486\n", "must be a mapping", id="top-level-list"),
-    pytest.param("«auth:\n  realm: lab.example\n  users: {\"1000\": s3cret}\nrules: []\n",
-                 "not supported yet", id="auth-top-level"),
+    pytest.param("auth:\n  realm: lab.example\n  algorithm: «md4\nrules: []\n",
+                 "algorithm must be one of", id="auth-bad-algorithm"),
+    pytest.param("auth:\n  «relm: lab.example\n", "unknown key 'relm'", id="auth-unknown-key"),
+    pytest.param("auth:\n  qop: «auth-int\n", "qop must be auth or none", id="auth-bad-qop"),
     pytest.param("rules:\n  - match: {method: INVITE}\n    «auth: digest\n    respond: 200\n",
-                 "not supported yet", id="auth-in-rule"),
+                 "needs a top-level auth", id="auth-in-rule-without-block"),
+    pytest.param("auth: {realm: x}\nrules:\n  - auth: «basic\n    respond: 200\n",
+                 "the only method is digest", id="auth-not-digest"),
+    pytest.param("auth: {realm: x}\nrules:\n  - auth: digest\n    challenge: «both\n"
+                 "    respond: 200\n", "challenge must be www", id="auth-bad-challenge"),
+    pytest.param("rules:\n  - «challenge: proxy\n    respond: 200\n",
+                 "challenge needs auth: digest", id="challenge-without-auth"),
     pytest.param("rules:\n  - match: {method: [INVITE, «\"IN VITE\"]}\n    respond: 486\n",
                  "bad method", id="bad-method"),
     pytest.param("rules:\n  - respond:\n      - code: 486\n        after: «soon\n", "bad delay",
@@ -506,10 +514,21 @@ def test_file_errors_point_at_the_offending_node(marked: str, what: str) -> None
     assert what in message
 
 
-def test_auth_message_says_not_supported_yet() -> None:
-    for text in ("auth: {realm: lab}\n", "rules:\n  - {auth: digest, respond: 200}\n"):
-        message = load_error(text)
-        assert "digest authentication is not supported yet" in message
+def test_auth_block_and_digest_rules_load() -> None:
+    rs = load_text(
+        "auth:\n  realm: lab.example\n  users: {\"1000\": s3cret, alice: pw}\n"
+        "  algorithm: sha-256\n  qop: none\n  nonce_lifetime: 60s\n"
+        "rules:\n  - {auth: digest, respond: 200}\n"
+        "  - {auth: digest, challenge: proxy, respond: 200}\n  - {respond: 404}\n",
+        "x.yaml",
+    )
+    assert rs.auth is not None
+    assert rs.auth.realm == "lab.example"
+    assert dict(rs.auth.users) == {"1000": "s3cret", "alice": "pw"}
+    assert (rs.auth.algorithm, rs.auth.qop, rs.auth.nonce_lifetime) == ("SHA-256", False, 60.0)
+    assert [(r.auth, r.proxy_challenge) for r in rs.rules] == [
+        (True, False), (True, True), (False, False)]
+    assert "s3cret" not in dump(rs)  # --check never prints passwords
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,14 @@ from __future__ import annotations
 import ipaddress
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..auth import ALGORITHMS, AuthConfig
 from ..uri import TOKEN
 from .model import (
     Identity,
@@ -195,12 +197,25 @@ class _Walker:
             headers=tuple(headers),
         )
 
-    def rule(self, node: Node, index: int) -> Rule:
+    def rule(self, node: Node, index: int, auth: AuthConfig | None) -> Rule:
         known = ("name", "match", "respond", "probability", "auth", "challenge")
         m = self.mapping(node, "a rule", known)
-        if "auth" in m or "challenge" in m:
-            key = "auth" if "auth" in m else "challenge"
-            raise self.error(m[key][0], "digest authentication is not supported yet")
+        digest = False
+        if "auth" in m:
+            if self.scalar(m["auth"][1]) != "digest":
+                raise self.error(m["auth"][1], "auth: the only method is digest")
+            if auth is None:
+                raise self.error(m["auth"][0], "auth: digest needs a top-level auth: block "
+                                               "(realm, users)")
+            digest = True
+        proxy = False
+        if "challenge" in m:
+            kind = self.scalar(m["challenge"][1])
+            if kind not in ("www", "proxy"):
+                raise self.error(m["challenge"][1], "challenge must be www (401) or proxy (407)")
+            if not digest:
+                raise self.error(m["challenge"][0], "challenge needs auth: digest")
+            proxy = kind == "proxy"
         if "respond" not in m:
             raise self.error(node, "a rule needs respond: (a code, a list of steps, or drop)")
         match = self.match(m["match"][1]) if "match" in m else Match()
@@ -219,7 +234,35 @@ class _Walker:
             name=name,
             probability=probability,
             origin=self.at(node),
+            auth=digest,
+            proxy_challenge=proxy,
         )
+
+    def auth(self, node: Node) -> AuthConfig:
+        known = ("realm", "users", "algorithm", "qop", "nonce_lifetime")
+        m = self.mapping(node, "auth", known)
+        realm = self.text(m["realm"][1], "realm") if "realm" in m else "sip-responder"
+        if not realm or '"' in realm or "\\" in realm:
+            raise self.error(m["realm"][1], "realm must be text without quotes")
+        users: dict[str, str] = {}
+        if "users" in m:
+            for user, (_kn, vn) in self.mapping(m["users"][1], "users", ()).items():
+                users[user] = self.text(vn, f"the password of {user}")
+        algorithm = "MD5"
+        if "algorithm" in m:
+            algorithm = self.text(m["algorithm"][1], "algorithm").upper()
+            if algorithm not in ALGORITHMS:
+                raise self.error(m["algorithm"][1], f"algorithm must be one of "
+                                                    f"{', '.join(ALGORITHMS)}")
+        qop = True
+        if "qop" in m:
+            value = self.scalar(m["qop"][1])
+            if value not in ("auth", "none", None):
+                raise self.error(m["qop"][1], "qop must be auth or none")
+            qop = value == "auth"
+        lifetime = self.delay(m["nonce_lifetime"][1]) if "nonce_lifetime" in m else 300.0
+        return AuthConfig(realm=realm, users=MappingProxyType(users), algorithm=algorithm,
+                          qop=qop, nonce_lifetime=lifetime)
 
     def identity(self, node: Node) -> Identity:
         m = self.mapping(node, "identity", ("server", "supported"))
@@ -250,20 +293,19 @@ def load_text(text: str, filename: str) -> RuleSet:
     if root is None:
         raise RuleError(f"{filename}:1:1: the file is empty (expected rules:)")
     top = walker.mapping(root, "the rules file", ("identity", "auth", "rules", "default"))
-    if "auth" in top:
-        raise walker.error(top["auth"][0], "digest authentication is not supported yet")
+    auth = walker.auth(top["auth"][1]) if "auth" in top else None
     identity = walker.identity(top["identity"][1]) if "identity" in top else Identity()
     rules: list[Rule] = []
     if "rules" in top:
         node = top["rules"][1]
         if not isinstance(node, SequenceNode):
             raise walker.error(node, "rules must be a list")
-        rules = [walker.rule(n, i) for i, n in enumerate(node.value)]
+        rules = [walker.rule(n, i, auth) for i, n in enumerate(node.value)]
     default: Reply = (Step.make(200),)
     if "default" in top:
         default = walker.reply(top["default"][1], None)
     return RuleSet(rules=tuple(rules), default=default, identity=identity,
-                   warnings=tuple(walker.warnings))
+                   warnings=tuple(walker.warnings), auth=auth)
 
 
 def load_file(path: str | Path) -> RuleSet:
@@ -286,7 +328,7 @@ def build_ruleset(rules_file: str | None, specs: list[str]) -> RuleSet:
         first.append(rule)
         warnings += w
     return RuleSet(rules=(*first, *base.rules), default=base.default, identity=base.identity,
-                   warnings=(*warnings, *base.warnings))
+                   warnings=(*warnings, *base.warnings), auth=base.auth)
 
 
 def dump(ruleset: RuleSet) -> str:
@@ -322,14 +364,22 @@ def dump(ruleset: RuleSet) -> str:
         if r.match.headers:
             match["headers"] = {k: p.text for k, p in r.match.headers}
         entry: dict[str, Any] = {"name": r.name, "match": match}
+        if r.auth:
+            entry["auth"] = "digest"
+            entry["challenge"] = "proxy" if r.proxy_challenge else "www"
         if r.probability != 1.0:
             entry["probability"] = r.probability
         entry["respond"] = reply(r.reply)
         rules.append(entry)
-    doc = {
+    doc: dict[str, Any] = {
         "identity": {"server": ruleset.identity.server,
                      "supported": list(ruleset.identity.supported)},
-        "rules": rules,
-        "default": reply(ruleset.default),
     }
+    if ruleset.auth is not None:
+        a = ruleset.auth
+        doc["auth"] = {"realm": a.realm, "users": {u: "***" for u in a.users},
+                       "algorithm": a.algorithm, "qop": "auth" if a.qop else "none",
+                       "nonce_lifetime": format_delay(a.nonce_lifetime)}
+    doc["rules"] = rules
+    doc["default"] = reply(ruleset.default)
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)

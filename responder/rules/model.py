@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import codes
+from ..auth import AuthConfig
 
 # Methods a "*" rule never answers (SPEC §5): ACK is never answered at all, and only a
 # rule that names CANCEL answers one.
@@ -92,6 +93,8 @@ class Rule:
     name: str
     probability: float = 1.0
     origin: str = ""  # "FILE:LINE" or "--rule 'SPEC'"
+    auth: bool = False       # ``auth: digest``: only valid credentials get ``reply``
+    proxy_challenge: bool = False  # ``challenge: proxy``: 407 + Proxy-Authenticate
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class RuleSet:
     default: Reply = (Step.make(200),)
     identity: Identity = field(default_factory=Identity)
     warnings: tuple[str, ...] = ()
+    auth: AuthConfig | None = None
 
 
 def validate_reply(
