@@ -26,7 +26,7 @@ from .message import Request
 from .seeded import Seeded
 
 ALGORITHMS = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
-_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(?:,|$)')
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,"]*)\s*(?:,|$)')
 
 
 @dataclass(frozen=True, slots=True)

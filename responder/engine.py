@@ -16,7 +16,7 @@ State, all bounded:
 from __future__ import annotations
 
 import heapq
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -66,6 +66,27 @@ TxnKey = tuple[str | None, str | None, int, str]
 
 
 @dataclass(slots=True)
+class JournalEntry:
+    """One datagram received and what was answered to it (the test journal, GET /journal)."""
+
+    time: float
+    source: Addr
+    data: bytes
+    request: Request | None  # None: discarded
+    discard: str | None = None
+    rule: str | None = None
+    responses: list[bytes] = field(default_factory=list)  # in the order they were sent
+
+    @property
+    def method(self) -> str | None:
+        return self.request.method if self.request else None
+
+    @property
+    def statuses(self) -> list[int]:
+        return [int(r[8:11]) for r in self.responses]
+
+
+@dataclass(slots=True)
 class _Pending:
     req: Request
     ctx: Context
@@ -74,6 +95,7 @@ class _Pending:
     arrived: float
     steps: list[Step]
     last: Outgoing | None = None
+    journal: JournalEntry | None = None
 
 
 @dataclass(slots=True)
@@ -92,10 +114,14 @@ def _txn(req: Request, method: str | None = None) -> TxnKey:
 
 
 class Engine:
-    def __init__(self, ruleset: RuleSet, seeded: Seeded) -> None:
+    """``journal_size`` > 0 keeps the last that many exchanges in :attr:`journal`."""
+
+    def __init__(self, ruleset: RuleSet, seeded: Seeded, journal_size: int = 0) -> None:
         self.ruleset = ruleset
         self.seeded = seeded
         self.counters = Counters()
+        self.journal: deque[JournalEntry] | None = (
+            deque(maxlen=journal_size) if journal_size > 0 else None)
         self._pending: dict[TxnKey, _Pending] = {}
         self._heap: list[tuple[float, int, TxnKey]] = []
         self._seq = 0
@@ -128,7 +154,30 @@ class Engine:
             req = parse(data)
         except Discard as d:
             self.counters.discarded[d.reason] += 1
+            if self.journal is not None:
+                self.journal.append(JournalEntry(now, source, data, None, d.reason))
             return []
+        outs = self._handle(req, source, now, local)
+        if self.journal is not None:
+            self._journal(req, data, source, now, outs)
+        return outs
+
+    def _journal(
+        self, req: Request, data: bytes, source: Addr, now: float, outs: list[Outgoing]
+    ) -> None:
+        assert self.journal is not None
+        entry = JournalEntry(now, source, data, req,
+                             rule=outs[0].exchange.rule if outs else None,
+                             responses=[o.data for o in outs if o.data is not None])
+        self.journal.append(entry)
+        pending = self._pending.get(_txn(req))
+        if pending is not None and pending.journal is None:
+            pending.journal = entry
+            entry.rule = pending.rule
+
+    def _handle(
+        self, req: Request, source: Addr, now: float, local: Addr | None
+    ) -> list[Outgoing]:
         if req.method == "ACK":
             self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
             return []
@@ -187,6 +236,8 @@ class Engine:
                 entry.last = self._emit(entry.req, entry.ctx, step, entry.tag, entry.rule,
                                         entry.arrived)
                 out.append(entry.last)
+                if entry.journal is not None and entry.last.data is not None:
+                    entry.journal.responses.append(entry.last.data)
             if entry.steps:
                 self._push(entry.arrived + entry.steps[0].after, key)
             else:
@@ -266,6 +317,8 @@ class Engine:
         icx = Context(entry.ctx.identity, entry.ctx.seeded, now, entry.ctx.source,
                       entry.ctx.local, entry.ctx.auth)
         terminated = self._emit(entry.req, icx, Step.make(487), entry.tag, CANCEL_RULE, now)
+        if entry.journal is not None and terminated.data is not None:
+            entry.journal.responses.append(terminated.data)
         self._remember(_txn(req), [ok], now)
         self._remember(invite_key, [terminated], now)
         return [ok, terminated]

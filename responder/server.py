@@ -29,8 +29,13 @@ async def serve(
     reload: Callable[[], RuleSet] | None = None,
     ready: Callable[[list[Addr]], None] | None = None,
     stop: asyncio.Event | None = None,
+    signals: bool = True,
 ) -> None:
-    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives. SIGHUP calls ``reload``."""
+    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives. SIGHUP calls ``reload``.
+
+    ``signals=False`` (a server in a background thread, responder.testing) installs
+    no signal handlers.
+    """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     transport = UdpTransport(loop, engine, log.write)
@@ -56,11 +61,12 @@ async def serve(
 
         installed = []
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM) if signals else ():
                 loop.add_signal_handler(sig, stop.set)
                 installed.append(sig)
-            loop.add_signal_handler(signal.SIGHUP, on_hup)
-            installed.append(signal.SIGHUP)
+            if signals:
+                loop.add_signal_handler(signal.SIGHUP, on_hup)
+                installed.append(signal.SIGHUP)
         try:
             await stop.wait()
         finally:

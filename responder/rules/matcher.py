@@ -38,6 +38,33 @@ def matches(match: Match, req: Request, source_host: str) -> bool:
     return True
 
 
+def explain(match: Match, req: Request, source_host: str) -> list[str]:
+    """Why ``match`` does not take ``req``: one phrase per key that fails ([] = it matches).
+
+    The slow, talkative twin of :func:`matches`, for near-miss reports in tests.
+    """
+    why = []
+    if match.methods is None:
+        if req.method in NOT_BY_STAR:
+            why.append(f"method {req.method} is only answered by a rule that names it")
+    elif req.method not in match.methods:
+        why.append(f"method {req.method} is not {'/'.join(sorted(match.methods))}")
+    for key, pattern, value in (("user", match.user, req.target_user),
+                                ("from_user", match.from_user, req.from_user),
+                                ("to_user", match.to_user, req.to_user)):
+        if pattern is not None and not pattern.matches(value):
+            why.append(f"{key} {value!r} does not match {pattern.text!r}")
+    if match.source and not matches(Match(source=match.source), req, source_host):
+        nets = ", ".join(str(n) for n in match.source)
+        why.append(f"source {source_host} is not in {nets}")
+    for key, pattern in match.headers:
+        values = [h.value for h in req.headers if h.key == key]
+        if not any(pattern.matches(v) for v in values):
+            seen = f"values {values!r}" if values else "no such header"
+            why.append(f"header {key}: {seen} do not match {pattern.text!r}")
+    return why
+
+
 def select(ruleset: RuleSet, req: Request, source_host: str, seeded: Seeded) -> Rule | None:
     """The rule that answers ``req``; None means the rule set's ``default``.
 
