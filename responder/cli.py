@@ -68,7 +68,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), default="text")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true",
-                           help="also report rule warnings and discarded datagrams")
+                           help="summarise discarded datagrams every second (default: "
+                                "every 10 s)")
     verbosity.add_argument("-q", "--quiet", action="store_true",
                            help="no line per exchange")
     p.add_argument("--check", action="store_true",
@@ -105,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return build_ruleset(args.rules, args.rule)
 
     try:
-        run(lambda: serve(listen, engine, log, reload if args.rules else None))
+        run(lambda: serve(listen, engine, log, reload if args.rules else None,
+                          summary_interval=1.0 if args.verbose else 10.0))
     except OSError as exc:
         sys.stderr.write(f"sip-responder: cannot listen: {exc}\n")
         return 1

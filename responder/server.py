@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable
 from typing import TextIO
 
@@ -30,6 +31,7 @@ async def serve(
     ready: Callable[[list[Addr]], None] | None = None,
     stop: asyncio.Event | None = None,
     signals: bool = True,
+    summary_interval: float = 10.0,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM arrives. SIGHUP calls ``reload``.
 
@@ -67,13 +69,36 @@ async def serve(
             if signals:
                 loop.add_signal_handler(signal.SIGHUP, on_hup)
                 installed.append(signal.SIGHUP)
+        summary = asyncio.ensure_future(summarise_discards(engine, log, summary_interval))
         try:
             await stop.wait()
         finally:
+            summary.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
     finally:
         transport.close()
+    c = engine.counters
+    log.note(f"stopped: {c.received} datagrams received, {c.answered} responses sent, "
+             f"{sum(c.discarded.values())} discarded")
+
+
+def discard_summary(delta: Counter[str], interval: float) -> str:
+    """``discarded 12 datagrams in the last 10s: not-sip=9, response=3``"""
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(delta.items()))
+    return f"discarded {sum(delta.values())} datagrams in the last {interval:g}s: {counts}"
+
+
+async def summarise_discards(engine: Engine, log: ExchangeLog, interval: float) -> None:
+    """SPEC §7: floods of bad input are summarised, one line per interval, never per datagram."""
+    last: Counter[str] = Counter()
+    while True:
+        await asyncio.sleep(interval)
+        now = Counter(engine.counters.discarded)
+        delta = now - last
+        if delta:
+            log.note(discard_summary(delta, interval))
+        last = now
 
 
 def run(coro_factory: Callable[[], object], stream: TextIO = sys.stderr) -> None:

@@ -1,0 +1,1 @@
+"""pytest fixtures for sip-responder (entry point ``pytest11``). Filled in below."""

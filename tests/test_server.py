@@ -1,0 +1,85 @@
+"""The running server: SIGHUP reload, discard summaries, the stop line (real process, UDP)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from support import ResponderProcess, parse_response, unique
+
+
+def _status(server: ResponderProcess, method: str) -> int:
+    with server.client() as client:
+        client.send(client.request(method, call_id=unique()))
+        return client.recv_response().status
+
+
+def test_sighup_reloads_the_rules_file_and_keeps_old_rules_on_error(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - match: {method: INVITE}\n    respond: 486\n")
+    with ResponderProcess("--rules", str(rules), "-q") as server:
+        assert _status(server, "INVITE") == 486
+        rules.write_text("rules:\n  - match: {method: INVITE}\n    respond: 603\n")
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_stderr("rules reloaded")
+        assert _status(server, "INVITE") == 603
+        rules.write_text("rules:\n  - match: {method: INVITE}\n    respond: 999\n")
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_stderr(r"reload failed, the old rules stay in force: .*rules\.yaml:3:14: "
+                               r"bad response code 999")
+        assert _status(server, "INVITE") == 603
+        assert server.stop() == 0
+
+
+def test_sighup_keeps_one_line_rules_in_front(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("default: 404\n")
+    with ResponderProcess("--rules", str(rules), "--rule", "OPTIONS->480", "-q") as server:
+        assert (_status(server, "OPTIONS"), _status(server, "BYE")) == (480, 404)
+        rules.write_text("default: 410\n")
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_stderr("rules reloaded")
+        assert (_status(server, "OPTIONS"), _status(server, "BYE")) == (480, 410)
+        assert server.stop() == 0
+
+
+def test_discards_are_summarised_not_logged_one_by_one() -> None:
+    with ResponderProcess("-v") as server:
+        with server.client() as client:
+            for _ in range(50):
+                client.send(b"GET / HTTP/1.1\r\n\r\n")
+            client.send(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bK1\r\n\r\n")
+            client.send(client.request("OPTIONS", call_id=unique()))
+            assert client.recv_response().status == 200
+        line = server.wait_for_stderr(r"discarded 51 datagrams in the last 1s: "
+                                      r"not-sip=50, response=1")
+        assert line
+        assert server.stop() == 0
+        assert not any("GET" in line for line in server.stderr_lines)
+        server.wait_for_stderr(r"stopped: 52 datagrams received, 1 responses sent, 51 discarded")
+
+
+def test_drop_rule_is_logged_as_drop() -> None:
+    with ResponderProcess("--rule", "OPTIONS->drop") as server:
+        with server.client() as client:
+            client.send(client.request("OPTIONS", call_id=unique()))
+            client.send(client.request("BYE", call_id=unique()))
+            assert client.recv_response().status == 200  # the BYE's; nothing for the OPTIONS
+        server.wait_for_stderr(r"OPTIONS sip:\S+ -> drop \[rule OPTIONS->drop\]")
+        assert server.stop() == 0
+
+
+def test_json_log_lines_carry_the_exchange() -> None:
+    import json
+
+    with ResponderProcess("--log-format", "json", "--rule", "INVITE->486") as server:
+        call_id = unique()
+        with server.client() as client:
+            client.send(client.request("INVITE", call_id=call_id))
+            assert parse_response(client.recv().data).status == 486  # type: ignore[union-attr]
+        line = server.wait_for_stderr(r"^\{.*\}$").group(0)
+        record = json.loads(line)
+        assert record["method"] == "INVITE" and record["status"] == 486
+        assert record["reason"] == "Busy Here" and record["call_id"] == call_id
+        assert record["rule"] == "INVITE->486" and record["source"].startswith("127.0.0.1:")
+        assert server.stop() == 0
