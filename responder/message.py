@@ -12,6 +12,7 @@ Treat a Request as immutable once the parser returns it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import Problem
 from .uri import uri_parts
@@ -54,8 +55,7 @@ class TopVia:
     received: bool      # a received parameter is already present
 
 
-@dataclass(slots=True)
-class Header:
+class Header(NamedTuple):
     key: str    # canonical key: long form, lower case ("via", "call-id", "user-agent")
     name: str   # the name as written
     value: str  # the value as written, folding removed, outer whitespace trimmed
@@ -66,7 +66,7 @@ class Request:
     method: str
     uri: str
     version: str
-    headers: list[Header]
+    header_lines: list[tuple[str, str, str]]  # (key, name, value) per line, in order
     vias: list[str]              # every Via header field line's value, in order
     top_via: TopVia
     via_rest: str | None         # the first Via line after its first value (", SIP/2.0/...")
@@ -96,16 +96,21 @@ class Request:
         """User part of the To URI, %-decoded (read only when a rule asks)."""
         return _user(self.to_uri)
 
+    @property
+    def headers(self) -> list[Header]:
+        """Every header line, in order, as :class:`Header` values."""
+        return [Header(*h) for h in self.header_lines]
+
     def header(self, key: str) -> str | None:
         """The first value of header ``key`` (long form, lower case), or None."""
-        for h in self.headers:
-            if h.key == key:
-                return h.value
+        for k, _, value in self.header_lines:
+            if k == key:
+                return value
         return None
 
     def header_values(self, key: str) -> list[str]:
         """Every value of header ``key``, in order (each line as one value)."""
-        return [h.value for h in self.headers if h.key == key]
+        return [value for k, _, value in self.header_lines if k == key]
 
     @property
     def transaction_key(self) -> str:

@@ -19,7 +19,7 @@ import re
 
 from . import errors
 from .errors import Discard, Problem
-from .message import COMPACT, Header, Request, TopVia
+from .message import COMPACT, Request, TopVia
 from .uri import (
     SIP_SCHEMES,
     SUPPORTED_SCHEMES,
@@ -32,24 +32,26 @@ from .uri import (
 )
 
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_FOLD = re.compile(r"\n(?=[ \t])")  # a line break that continues the previous header
 _WS_RUN = re.compile(r"[ \t]+")
 _VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
-_CSEQ = re.compile(r"([0-9]+)[ \t]+(\S+)")
+_CSEQ = re.compile(r"([0-9]+)[ \t]+([^ \t]+)")
 _DIGITS = re.compile(r"[0-9]+")
 # sent-protocol "/" ... LWS sent-by [";" params]   (RFC 3261 §20.42, LWS allowed around "/")
 _VIA = re.compile(
-    r"([^\s/;]+)\s*/\s*([^\s/;]+)\s*/\s*([^\s/;]+)\s+"
-    r"(\[[^\]\s]*\]|[^\s:;\[\]]+)(?:\s*:\s*([0-9]{1,5}))?\s*(;.*)?",
+    r"([^ \t/;]+)[ \t]*/[ \t]*([^ \t/;]+)[ \t]*/[ \t]*([^ \t/;]+)[ \t]+"
+    r"(\[[^\] \t]*\]|[^ \t:;\[\]]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(;.*)?",
     re.DOTALL,
 )
 MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5
+# Headers the parser reads; every other line is only kept.
+_ESSENTIAL = frozenset({"via", "from", "to", "call-id", "cseq", "content-length", "require",
+                        "timestamp"})
+_KEYS: dict[str, tuple[str, str]] = {}  # name as written -> (key, name) (bounded cache)
 
 
-_KEYS: dict[str, str] = {}  # header name as written -> canonical key (bounded cache)
-
-
-def _header_key(name: str) -> str | None:
-    """Canonical key of a header name as written (``TO `` -> "to", ``v`` -> "via")."""
+def _header_key(name: str) -> tuple[str, str] | None:
+    """(canonical key, name) of a header name as written: ``TO `` -> ("to", "TO")."""
     stripped = name.rstrip(" \t")
     if not stripped or not TOKEN.fullmatch(stripped):
         return None
@@ -57,16 +59,28 @@ def _header_key(name: str) -> str | None:
     key = COMPACT.get(key, key)
     if len(_KEYS) >= 4096:
         _KEYS.clear()
-    _KEYS[name] = key
-    return key
+    _KEYS[name] = (key, stripped)
+    return key, stripped
+
+
+def _number(digits: str, limit: int) -> int | None:
+    """A decimal number up to ``limit``, leading zeros allowed; None beyond (never a huge int)."""
+    significant = digits.lstrip("0") or "0"
+    if len(significant) > len(str(limit)):
+        return None
+    n = int(significant)
+    return n if n <= limit else None
 
 
 def parse(data: bytes) -> Request:
     """Parse one datagram. Raises only :class:`Discard`."""
     if not data:
         raise Discard(errors.EMPTY)
-    data = data.lstrip(b"\r\n")
-    if not data.strip(b" \t\r\n"):
+    if data[:1] in b"\r\n":
+        data = data.lstrip(b"\r\n")
+        if not data.strip(b" \t\r\n"):
+            raise Discard(errors.KEEPALIVE)
+    elif not data.strip(b" \t\r\n"):
         raise Discard(errors.KEEPALIVE)
     m = _HEAD_END.search(data)
     if m is None:
@@ -74,46 +88,36 @@ def parse(data: bytes) -> Request:
     else:
         head_b, body = data[: m.start()], data[m.end() :]
     head = head_b.decode("utf-8", "surrogateescape")
-    lines = head.split("\n")
+    if "\r" in head:
+        head = head.replace("\r\n", "\n")
+    first, _, rest = head.partition("\n")
 
     # --- request line (RFC 3261 §7.1) ---------------------------------------------
-    first = lines[0].rstrip("\r").strip(" \t")
-    if first[:4].upper() == "SIP/":
-        raise Discard(errors.RESPONSE)
-    parts = _WS_RUN.split(first)
-    if len(parts) < 3 or not TOKEN.fullmatch(parts[0]) or not _VERSION.fullmatch(parts[-1]):
-        raise Discard(errors.NOT_SIP)
+    parts = first.split(" ")
+    if len(parts) != 3 or parts[2] != "SIP/2.0" or not parts[1]:
+        first = first.strip(" \t\r")
+        if first[:4].upper() == "SIP/":
+            raise Discard(errors.RESPONSE)
+        parts = _WS_RUN.split(first)
+        if len(parts) < 3 or not _VERSION.fullmatch(parts[-1]):
+            raise Discard(errors.NOT_SIP)
     method, version = parts[0], parts[-1]
-    uri = " ".join(parts[1:-1])
+    if not TOKEN.fullmatch(method):
+        raise Discard(errors.NOT_SIP)
     problem: Problem | None = None
-    if len(parts) > 3:
+    if len(parts) == 3:
+        uri = parts[1]
+    else:
+        uri = " ".join(parts[1:-1])
         problem = Problem(400, "Malformed Request-URI")  # RFC 4475 §3.1.2.10 lwsruri
 
     # --- header lines, unfolded (RFC 3261 §7.3.1) ---------------------------------
-    raw: list[list[str]] = []  # [name, key, value]
-    for line in lines[1:]:
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line:
-            continue
-        if line[0] in " \t":
-            if raw:
-                raw[-1][2] += line
-            elif problem is None:
-                problem = Problem(400, "Bad Header Syntax")
-            continue
-        colon = line.find(":")
-        name = line[:colon] if colon > 0 else ""
-        key = _KEYS.get(name)
-        if key is None:
-            key = _header_key(name)
-            if key is None:
-                if problem is None:
-                    problem = Problem(400, "Bad Header Syntax")
-                continue
-        raw.append([name.rstrip(" \t"), key, line[colon + 1 :]])
-
-    headers: list[Header] = []
+    if rest[:1] in (" ", "\t"):
+        problem = problem or Problem(400, "Bad Header Syntax")  # continues nothing
+        rest = rest.lstrip(" \t")
+    if "\n " in rest or "\n\t" in rest:
+        rest = _FOLD.sub("", rest)
+    lines: list[tuple[str, str, str]] = []
     vias: list[str] = []
     froms: list[str] = []
     tos: list[str] = []
@@ -122,37 +126,49 @@ def parse(data: bytes) -> Request:
     lengths: list[str] = []
     require: list[str] = []
     timestamp: str | None = None
-    for name, key, value in raw:
-        value = value.strip(" \t")
-        headers.append(Header(key, name, value))
-        if key == "via":
-            vias.append(value)
-        elif key == "from":
-            froms.append(value)
-        elif key == "to":
-            tos.append(value)
-        elif key == "call-id":
-            call_ids.append(value)
-        elif key == "cseq":
-            cseqs.append(value)
-        elif key == "content-length":
-            lengths.append(value)
-        elif key == "require":
-            require.extend(t for t in (s.strip(" \t") for s in value.split(",")) if t)
-        elif key == "timestamp" and timestamp is None:
-            timestamp = value
+    keys = _KEYS
+    for line in rest.split("\n") if rest else ():
+        name, colon, value = line.partition(":")
+        known = keys.get(name) if colon else None
+        if known is None:
+            known = _header_key(name) if colon else None
+            if known is None:
+                if line.strip(" \t\r") and problem is None:
+                    problem = Problem(400, "Bad Header Syntax")
+                continue
+        key = known[0]
+        value = value.strip(" \t\r")
+        lines.append((key, known[1], value))
+        if key in _ESSENTIAL:
+            if key == "via":
+                vias.append(value)
+            elif key == "from":
+                froms.append(value)
+            elif key == "to":
+                tos.append(value)
+            elif key == "call-id":
+                call_ids.append(value)
+            elif key == "cseq":
+                cseqs.append(value)
+            elif key == "content-length":
+                lengths.append(value)
+            elif key == "require":
+                require.extend(t for t in (x.strip(" \t") for x in value.split(",")) if t)
+            elif timestamp is None:
+                timestamp = value
 
     # --- the top Via: without a sent-by nobody can match a response ----------------
     if not vias:
         raise Discard(errors.NO_VIA)
-    raw_top = split_commas(vias[0])[0]
+    via0 = vias[0]
+    raw_top = split_commas(via0)[0] if "," in via0 else via0
     top_value = raw_top.strip(" \t")
     # The rest of that line from the end of the first value: " , SIP/2.0/UDP ..." verbatim.
-    via_rest = vias[0][len(top_value) :] if len(raw_top) < len(vias[0]) else None
+    via_rest = via0[len(top_value) :] if len(raw_top) < len(via0) else None
     vm = _VIA.fullmatch(top_value)
     if vm is None:
         raise Discard(errors.NO_VIA)
-    via_params = vm.group(6) or ""
+    via_params = vm.group(6)
     branch = rport = received = None
     if via_params:
         if not params_well_formed(via_params) and problem is None:
@@ -160,21 +176,18 @@ def parse(data: bytes) -> Request:
         branch = param(via_params, "branch")
         rport = param(via_params, "rport")
         received = param(via_params, "received")
-    top_via = TopVia(
-        value=top_value,
-        host=vm.group(4),
-        port=int(vm.group(5)) if vm.group(5) else None,
-        branch=branch or None,
-        rport=rport is not None,
-        rport_empty=rport == "",
-        received=received is not None,
-    )
+    port_text = vm.group(5)
+    port = int(port_text) if port_text else None
+    if port is not None and port > 65535:
+        problem = problem or Problem(400, "Bad Via")
+    top_via = TopVia(top_value, vm.group(4), port, branch or None, rport is not None,
+                     rport == "", received is not None)
 
     req = Request(
         method=method,
         uri=uri,
         version=version,
-        headers=headers,
+        header_lines=lines,
         vias=vias,
         top_via=top_via,
         via_rest=via_rest,
@@ -187,36 +200,42 @@ def parse(data: bytes) -> Request:
     )
 
     # --- the four headers every request has (RFC 3261 §8.1.1) ----------------------
-    missing = [n for n, v in (("Call-ID", call_ids), ("From", froms), ("To", tos),
-                              ("CSeq", cseqs)) if not v]
-    if missing and problem is None:
+    if not (froms and tos and call_ids and cseqs) and problem is None:
+        missing = [n for n, v in (("Call-ID", call_ids), ("From", froms), ("To", tos),
+                                  ("CSeq", cseqs)) if not v]
         problem = Problem(400, "Missing " + ", ".join(missing))
-    dup = [n for n, v in (("Call-ID", call_ids), ("From", froms), ("To", tos), ("CSeq", cseqs))
-           if len(v) > 1]
-    if dup and problem is None:
+    if (len(froms) > 1 or len(tos) > 1 or len(call_ids) > 1 or len(cseqs) > 1) \
+            and problem is None:
+        dup = [n for n, v in (("Call-ID", call_ids), ("From", froms), ("To", tos),
+                              ("CSeq", cseqs)) if len(v) > 1]
         problem = Problem(400, "Duplicate " + ", ".join(dup))  # RFC 4475 §3.1.2.17 multi01
 
+    if req.call_id is not None and not req.call_id:
+        problem = problem or Problem(400, "Bad Call-ID")  # callid = word ["@" word]
     if req.cseq is not None:
         cm = _CSEQ.fullmatch(req.cseq)
-        if cm is None or int(cm.group(1)) > MAX_CSEQ:
-            problem = problem or Problem(400, "Bad CSeq")  # RFC 4475 §3.1.2.? scalar02
+        num = _number(cm.group(1), MAX_CSEQ) if cm else None
+        if cm is None or num is None:
+            problem = problem or Problem(400, "Bad CSeq")  # RFC 4475 §3.1.2.11 scalar02
         else:
-            req.cseq_num = int(cm.group(1))
+            req.cseq_num = num
             if cm.group(2) != method:
                 problem = problem or Problem(400, "CSeq Method Mismatch")
     if req.from_ is not None:
         fa = name_addr(req.from_)
-        if fa is None:
+        tag = param(fa[1], "tag") if fa else None
+        if fa is None or tag == "":
             problem = problem or Problem(400, "Bad From")
         else:
-            req.from_tag = param(fa[1], "tag") or None
+            req.from_tag = tag
             req.from_uri = fa[0]
     if req.to is not None:
         ta = name_addr(req.to)
-        if ta is None:
+        tag = param(ta[1], "tag") if ta else None
+        if ta is None or tag == "":
             problem = problem or Problem(400, "Bad To")
         else:
-            req.to_tag = param(ta[1], "tag") or None
+            req.to_tag = tag
             req.to_uri = ta[0]
             if method == "REGISTER" and ta[0].partition(":")[0].lower() not in SIP_SCHEMES:
                 # RFC 3261 §10.2: the To of a REGISTER is a SIP or SIPS AOR (RFC 4475 unksm2)
@@ -224,24 +243,23 @@ def parse(data: bytes) -> Request:
 
     # --- framing over UDP (RFC 3261 §18.3) ------------------------------------------
     if lengths:
-        if len(set(lengths)) > 1:
-            problem = problem or Problem(400, "Conflicting Content-Length")
-        elif not _DIGITS.fullmatch(lengths[0]):
+        numbers = {_number(v, len(data)) if _DIGITS.fullmatch(v) else -1 for v in lengths}
+        if -1 in numbers:
             problem = problem or Problem(400, "Bad Content-Length")
+        elif len(numbers) > 1:
+            problem = problem or Problem(400, "Conflicting Content-Length")
         else:
-            n = int(lengths[0])
-            if n > len(body):
+            n = numbers.pop()
+            if n is None or n > len(body):
                 problem = problem or Problem(400, "Content-Length Larger Than Body")
             else:
                 body = body[:n]
     req.body = body
 
     # --- Request-URI ----------------------------------------------------------------
-    if uri.startswith("<"):
-        problem = problem or Problem(400, "Malformed Request-URI")  # ltgtruri
     up = uri_parts(uri)
-    if up is None:
-        problem = problem or Problem(400, "Malformed Request-URI")
+    if up is None or uri[0] == "<":
+        problem = problem or Problem(400, "Malformed Request-URI")  # ltgtruri, ipv6-bad
     else:
         if up.has_headers:
             problem = problem or Problem(400, "Headers Not Allowed In Request-URI")  # escruri
@@ -252,7 +270,7 @@ def parse(data: bytes) -> Request:
 
     if method == "REGISTER" and problem is None:
         for contact in req.header_values("contact"):
-            if contact.strip(" \t") == "*":
+            if contact == "*":
                 continue
             for c in split_commas(contact):
                 ca = name_addr(c)
@@ -260,7 +278,7 @@ def parse(data: bytes) -> Request:
                     problem = Problem(400, "Bad Contact")  # RFC 4475 §3.1.2.15 regbadct
                     break
 
-    if version.upper() != "SIP/2.0":
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         # RFC 3261 §8.2.2: nothing else about a message of another version can be trusted.
         problem = Problem(505)
     req.problem = problem

@@ -66,7 +66,17 @@ def _angle(text: str) -> tuple[str, str] | None:
     return uri, params
 
 
+_HAS_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+
+
 def name_addr(value: str) -> tuple[str, str] | None:
+    parsed = _name_addr(value)
+    if parsed is None or not _HAS_SCHEME.match(parsed[0]):
+        return None  # RFC 3261 §25.1: an addr-spec is a URI, and a URI has a scheme
+    return parsed
+
+
+def _name_addr(value: str) -> tuple[str, str] | None:
     """Read a From/To/Contact value: ``(uri, ";params...")`` or None when malformed.
 
     Accepts ``"Display" <uri>;p``, ``Display <uri>;p``, ``<uri>;p`` and the
@@ -179,7 +189,7 @@ def uri_parts(uri: str) -> URIParts | None:
         return None
     if after.startswith(":"):
         port, _, _ = after[1:].partition(";")
-        if not _PORT.fullmatch(port):
+        if not _PORT.fullmatch(port) or int(port) > 65535:
             return None
     elif after and after[0] != ";":
         return None

@@ -33,7 +33,7 @@ def matches(match: Match, req: Request, source_host: str) -> bool:
         if not any(addr in net for net in match.source):
             return False
     for key, pattern in match.headers:
-        if not any(pattern.matches(h.value) for h in req.headers if h.key == key):
+        if not any(pattern.matches(v) for v in req.header_values(key)):
             return False
     return True
 
@@ -58,7 +58,7 @@ def explain(match: Match, req: Request, source_host: str) -> list[str]:
         nets = ", ".join(str(n) for n in match.source)
         why.append(f"source {source_host} is not in {nets}")
     for key, pattern in match.headers:
-        values = [h.value for h in req.headers if h.key == key]
+        values = req.header_values(key)
         if not any(pattern.matches(v) for v in values):
             seen = f"values {values!r}" if values else "no such header"
             why.append(f"header {key}: {seen} do not match {pattern.text!r}")
