@@ -43,6 +43,13 @@ _VIA = re.compile(
     r"(\[[^\] \t]*\]|[^ \t:;\[\]]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(;.*)?",
     re.DOTALL,
 )
+# The same with any sent-by up to the parameters: an unbracketed IPv6 host (as SIPVicious
+# writes with -6) is taken as written; the response goes to the packet's source anyway.
+_VIA_LOOSE = re.compile(
+    r"([^ \t/;]+)[ \t]*/[ \t]*([^ \t/;]+)[ \t]*/[ \t]*([^ \t/;]+)[ \t]+"
+    r"([^ \t;]+)()[ \t]*(;.*)?",
+    re.DOTALL,
+)
 MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5
 # Headers the parser reads; every other line is only kept.
 _ESSENTIAL = frozenset({"via", "from", "to", "call-id", "cseq", "content-length", "require",
@@ -165,7 +172,7 @@ def parse(data: bytes) -> Request:
     top_value = raw_top.strip(" \t")
     # The rest of that line from the end of the first value: " , SIP/2.0/UDP ..." verbatim.
     via_rest = via0[len(top_value) :] if len(raw_top) < len(via0) else None
-    vm = _VIA.fullmatch(top_value)
+    vm = _VIA.fullmatch(top_value) or _VIA_LOOSE.fullmatch(top_value)
     if vm is None:
         raise Discard(errors.NO_VIA)
     via_params = vm.group(6)

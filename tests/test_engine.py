@@ -199,3 +199,12 @@ def test_many_pending_transactions_fire_in_time_order() -> None:
         e.receive(request("INVITE", call_id=f"c{i}"), SRC, i * 0.01)
     fired = e.due(100.0)
     assert [read_response(o.data).one("Call-ID") for o in fired] == [f"c{i}" for i in range(50)]
+
+
+def test_unbracketed_ipv6_sent_by_is_answered_as_written() -> None:
+    # SIPVicious with -6 writes "Via: SIP/2.0/UDP ::1:0;...": invalid, but answerable.
+    data = request(via_host="::1:0", rport=True)
+    outs = engine().receive(data, ("::1", 40000), 0.0)
+    resp = read_response(outs[0].data)
+    assert resp.status == 200
+    assert resp.one("Via") == "SIP/2.0/UDP ::1:0;branch=z9hG4bK-test-1;rport=40000;received=::1"
