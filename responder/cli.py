@@ -12,7 +12,7 @@ from .logs import ExchangeLog
 from .rules.loader import build_ruleset, dump
 from .rules.model import RuleError, RuleSet
 from .seeded import Seeded, random_seed
-from .server import Addr, run, serve
+from .server import Addr, run, serve, serve_workers
 
 EPILOG = """\
 one-line rules (--rule), tried before the rules file, in order:
@@ -63,6 +63,8 @@ def make_parser() -> argparse.ArgumentParser:
                                                    "default rules")
     p.add_argument("--rule", action="append", default=[], metavar="SPEC",
                    help="a one-line rule, tried before the file's rules (repeatable)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="N processes sharing the sockets (default 1)")
     p.add_argument("--seed", type=int, help="seed for every random decision (default: random, "
                                             "logged at start)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -80,7 +82,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     if args.codes:
         sys.stdout.write(codes.format_table())
         return 0
@@ -98,16 +103,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random_seed()
     log = ExchangeLog(sys.stderr, args.log_format, quiet=args.quiet)
     log.note(f"seed {seed}")
-    engine = Engine(ruleset, Seeded(seed))
     listen = args.listen or [("127.0.0.1", 5060)]
+    summary_interval = 1.0 if args.verbose else 10.0
 
     def reload() -> RuleSet:
         # SIGHUP: re-read the file; the --rule rules stay in front of it.
         return build_ruleset(args.rules, args.rule)
 
+    reloader = reload if args.rules else None
     try:
-        run(lambda: serve(listen, engine, log, reload if args.rules else None,
-                          summary_interval=1.0 if args.verbose else 10.0))
+        if args.workers > 1:
+            return serve_workers(
+                listen, args.workers,
+                lambda index, count: Engine(ruleset, Seeded(seed), shard=(index, count)),
+                log,
+                lambda engine, worker: run(lambda: serve(
+                    [], engine, log, reloader, summary_interval=summary_interval,
+                    worker=worker)),
+            )
+        engine = Engine(ruleset, Seeded(seed))
+        run(lambda: serve(listen, engine, log, reloader, summary_interval=summary_interval))
     except OSError as exc:
         sys.stderr.write(f"sip-responder: cannot listen: {exc}\n")
         return 1

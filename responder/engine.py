@@ -16,6 +16,7 @@ State, all bounded:
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -58,8 +59,9 @@ class Exchange(NamedTuple):
 class Outgoing(NamedTuple):
     dest: Addr
     data: bytes | None  # None: nothing sent (a "drop" rule); logged, not transmitted
-    exchange: Exchange
+    exchange: Exchange | None  # None: not an answer (a forward to another worker)
     local: Addr | None = None  # the socket the request came in on: send from it
+    forward: int | None = None  # hand ``data`` (the request) to this worker instead
 
 
 TxnKey = tuple[str | None, str | None, int, str]
@@ -116,9 +118,18 @@ def _txn(req: Request, method: str | None = None) -> TxnKey:
 class Engine:
     """``journal_size`` > 0 keeps the last that many exchanges in :attr:`journal`."""
 
-    def __init__(self, ruleset: RuleSet, seeded: Seeded, journal_size: int = 0) -> None:
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        seeded: Seeded,
+        journal_size: int = 0,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
         self.ruleset = ruleset
         self.seeded = seeded
+        # (index, count) when several workers share the sockets: a transaction that needs
+        # state (delayed steps, CANCEL) is handled by its owner worker, see _owner().
+        self.shard = shard
         self.counters = Counters()
         self.journal: deque[JournalEntry] | None = (
             deque(maxlen=journal_size) if journal_size > 0 else None)
@@ -146,9 +157,17 @@ class Engine:
         return None
 
     def receive(
-        self, data: bytes, source: Addr, now: float, local: Addr | None = None
+        self,
+        data: bytes,
+        source: Addr,
+        now: float,
+        local: Addr | None = None,
+        forwarded: bool = False,
     ) -> list[Outgoing]:
-        """One datagram in; the responses to send at once out."""
+        """One datagram in; the responses to send at once out.
+
+        ``forwarded``: another worker handed this request to us, its owner.
+        """
         self.counters.received += 1
         try:
             req = parse(data)
@@ -157,8 +176,8 @@ class Engine:
             if self.journal is not None:
                 self.journal.append(JournalEntry(now, source, data, None, d.reason))
             return []
-        outs = self._handle(req, source, now, local)
-        if self.journal is not None:
+        outs = self._handle(req, source, now, local, None if forwarded else data)
+        if self.journal is not None and not (outs and outs[0].forward is not None):
             self._journal(req, data, source, now, outs)
         return outs
 
@@ -167,7 +186,7 @@ class Engine:
     ) -> None:
         assert self.journal is not None
         entry = JournalEntry(now, source, data, req,
-                             rule=outs[0].exchange.rule if outs else None,
+                             rule=outs[0].exchange.rule if outs and outs[0].exchange else None,
                              responses=[o.data for o in outs if o.data is not None])
         self.journal.append(entry)
         pending = self._pending.get(_txn(req))
@@ -175,9 +194,16 @@ class Engine:
             pending.journal = entry
             entry.rule = pending.rule
 
+    def _owner(self, req: Request) -> int:
+        """The worker that owns a transaction: the same for an INVITE and its CANCEL."""
+        assert self.shard is not None
+        key = f"{req.top_via.branch}\x00{req.call_id}\x00{req.cseq_num}"
+        return zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.shard[1]
+
     def _handle(
-        self, req: Request, source: Addr, now: float, local: Addr | None
+        self, req: Request, source: Addr, now: float, local: Addr | None, data: bytes | None
     ) -> list[Outgoing]:
+        """``data`` is the raw request when it may be forwarded to its owner worker."""
         if req.method == "ACK":
             self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
             return []
@@ -200,6 +226,13 @@ class Engine:
             self.counters.retransmissions += 1
             return [self._again(entry.last, now)] if entry.last else []
 
+        owner = None
+        if self.shard is not None and data is not None:
+            owner = self._owner(req)
+            if owner == self.shard[0]:
+                owner = None
+            elif req.method == "CANCEL":
+                return [Outgoing(source, data, None, local, owner)]
         if req.method == "CANCEL":
             stopped = self._cancel(req, ctx, now)
             if stopped is not None:
@@ -221,6 +254,9 @@ class Engine:
             reply, name = (Step.make(481),), NO_TXN_RULE
         else:
             reply, name = ruleset.default, DEFAULT_RULE
+        if owner is not None and data is not None and reply and reply[-1].after > 0:
+            # Delayed steps live with the transaction's owner (so its CANCEL finds them).
+            return [Outgoing(source, data, None, local, owner)]
         return self._answer(req, ctx, reply, name, now)
 
     def due(self, now: float) -> list[Outgoing]:
@@ -261,7 +297,8 @@ class Engine:
         return Outgoing(ctx.source, data, exch, ctx.local)
 
     def _again(self, out: Outgoing, now: float) -> Outgoing:
-        return out._replace(exchange=out.exchange._replace(time=now, retransmission=True))
+        exch = out.exchange
+        return out._replace(exchange=exch._replace(time=now, retransmission=True) if exch else None)
 
     def _answer(
         self, req: Request, ctx: Context, reply: Reply, rule: str, now: float

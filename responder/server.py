@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 import sys
 from collections import Counter
 from collections.abc import Callable
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from .engine import Engine
 from .logs import ExchangeLog
@@ -32,17 +34,21 @@ async def serve(
     stop: asyncio.Event | None = None,
     signals: bool = True,
     summary_interval: float = 10.0,
+    worker: Worker | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM arrives. SIGHUP calls ``reload``.
 
     ``signals=False`` (a server in a background thread, responder.testing) installs
-    no signal handlers.
+    no signal handlers. ``worker``: one of several processes sharing bound sockets.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    transport = UdpTransport(loop, engine, log.write)
+    transport = UdpTransport(loop, engine, log.write, worker.peers if worker else None)
     try:
         bound = []
+        if worker is not None:
+            bound = [transport.add(sock) for sock in worker.sockets]
+            transport.add_inbox(worker.inbox)
         for host, port in listen:
             local = transport.add(bind_udp(host, port))
             bound.append(local)
@@ -79,8 +85,75 @@ async def serve(
     finally:
         transport.close()
     c = engine.counters
-    log.note(f"stopped: {c.received} datagrams received, {c.answered} responses sent, "
+    who = f"worker {engine.shard[0]} " if engine.shard else ""
+    log.note(f"{who}stopped: {c.received} datagrams received, {c.answered} responses sent, "
              f"{sum(c.discarded.values())} discarded")
+
+
+class Worker(NamedTuple):
+    """What one of ``--workers N`` processes shares with the others."""
+
+    sockets: list[socket.socket]  # the bound UDP sockets, inherited across fork
+    inbox: socket.socket          # requests other workers hand to this one
+    peers: list[socket.socket]    # every worker's inbox, by index
+
+
+def serve_workers(
+    listen: list[Addr],
+    count: int,
+    make_engine: Callable[[int, int], Engine],
+    log: ExchangeLog,
+    serve_worker: Callable[[Engine, Worker], None],
+) -> int:
+    """``--workers N``: bind once, fork N processes that all read the same sockets.
+
+    The kernel hands each datagram to one of them, so even a single client
+    5-tuple spreads over the workers (SO_REUSEPORT would pin it to one). A
+    transaction that needs state (delayed steps, CANCEL) is forwarded by the
+    worker that read it to the worker that owns it (Engine.shard). The parent
+    only passes signals on and waits; it exits 0 when every worker did.
+    """
+    sockets = [bind_udp(host, port) for host, port in listen]
+    for sock in sockets:
+        log.note(f"listening on {format_addr(sock.getsockname()[:2])}")
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(count)]
+    for inbox, peer in pairs:
+        with contextlib.suppress(OSError):
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+            inbox.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        peer.setblocking(False)
+    peers = [peer for _, peer in pairs]
+    pids: list[int] = []
+    for index in range(count):
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                serve_worker(make_engine(index, count), Worker(sockets, pairs[index][0], peers))
+                code = 0
+            except KeyboardInterrupt:
+                code = 0
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        pids.append(pid)
+
+    def pass_on(signum: int, _frame: object) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, pass_on)
+    status = 0
+    remaining = set(pids)
+    while remaining:
+        pid, code = os.wait()
+        remaining.discard(pid)
+        if code != 0 and remaining:
+            status = 1  # a worker died on its own: stop the others
+            pass_on(signal.SIGTERM, None)
+    return status
 
 
 def discard_summary(delta: Counter[str], interval: float) -> str:

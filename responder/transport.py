@@ -4,6 +4,10 @@ Each socket is non-blocking and registered with ``loop.add_reader``; when it is
 readable the reader drains it with ``recvfrom`` until it would block (at most
 ``BATCH`` datagrams per wake-up, so one busy socket cannot starve another or
 the timer). One timer handle fires the engine's next delayed step.
+
+With several workers (``--workers``), every worker reads the same sockets; a
+request the engine hands to its owner worker travels over that worker's
+inbox (an AF_UNIX datagram socket) with its source and local addresses.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def bind_udp(host: str, port: int) -> socket.socket:
     return sock
 
 
+def pack_forward(local: Addr | None, source: Addr, data: bytes) -> bytes:
+    lh, lp = local or ("", 0)
+    return f"{lh}\x00{lp}\x00{source[0]}\x00{source[1]}\x00".encode() + data
+
+
+def unpack_forward(msg: bytes) -> tuple[Addr, Addr, bytes]:
+    lh, lp, sh, sp, data = msg.split(b"\x00", 4)
+    return (lh.decode(), int(lp)), (sh.decode(), int(sp)), data
+
+
 class UdpTransport:
     """Drives one engine from any number of UDP sockets and one timer."""
 
@@ -46,11 +60,14 @@ class UdpTransport:
         loop: asyncio.AbstractEventLoop,
         engine: Engine,
         on_exchanges: Callable[[list[Exchange]], None],
+        peers: list[socket.socket] | None = None,
     ) -> None:
         self.loop = loop
         self.engine = engine
         self.on_exchanges = on_exchanges
         self.sockets: dict[Addr, socket.socket] = {}
+        self.peers = peers or []  # worker i's inbox, to forward requests to
+        self._inbox: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
@@ -61,11 +78,18 @@ class UdpTransport:
         self.loop.add_reader(sock.fileno(), self._readable, sock, local)
         return local
 
+    def add_inbox(self, sock: socket.socket) -> None:
+        """This worker's inbox: requests other workers hand over (see pack_forward)."""
+        sock.setblocking(False)
+        self._inbox = sock
+        self.loop.add_reader(sock.fileno(), self._forwarded, sock)
+
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        for sock in self.sockets.values():
+        for sock in (*self.sockets.values(), *([self._inbox] if self._inbox else [])):
             self.loop.remove_reader(sock.fileno())
+        for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
 
@@ -87,9 +111,30 @@ class UdpTransport:
             self.on_exchanges(exchanges)
         self._arm()
 
+    def _forwarded(self, inbox: socket.socket) -> None:
+        now = self.loop.time()
+        exchanges: list[Exchange] = []
+        for _ in range(BATCH):
+            try:
+                msg = inbox.recv(MAX_DATAGRAM + 128)
+            except (BlockingIOError, InterruptedError):
+                break
+            local, source, data = unpack_forward(msg)
+            sock = self.sockets.get(local)
+            if sock is not None:
+                self._send(sock, self.engine.receive(data, source, now, local, True), exchanges)
+        if exchanges:
+            self.on_exchanges(exchanges)
+        self._arm()
+
     def _send(self, sock: socket.socket, outs: list[Outgoing], exchanges: list[Exchange]) -> None:
         for out in outs:
-            exchanges.append(out.exchange)
+            if out.forward is not None:
+                with contextlib.suppress(OSError):
+                    self.peers[out.forward].send(pack_forward(out.local, out.dest, out.data or b""))
+                continue
+            if out.exchange is not None:
+                exchanges.append(out.exchange)
             if out.data is None:
                 continue
             try:

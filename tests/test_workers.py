@@ -1,0 +1,36 @@
+"""``--workers N``: several processes on one socket, transactions kept whole."""
+
+from __future__ import annotations
+
+import re
+
+from support import ResponderProcess, parse_response, statuses, unique
+
+
+def test_workers_answer_and_cancel_reaches_the_pending_invite() -> None:
+    with ResponderProcess("--workers", "3", "--rule", "INVITE->180,486/1s", "-q") as server:
+        with server.client() as client:
+            calls = []
+            for i in range(30):
+                call_id, branch = unique("w"), f"z9hG4bK-w{i}"
+                calls.append((call_id, branch))
+                client.send(client.request("INVITE", call_id=call_id, branch=branch, from_tag="ft"))
+            ringing = [parse_response(client.recv().data) for _ in calls]  # type: ignore[union-attr]
+            assert statuses(ringing) == [180] * len(calls)
+            for call_id, branch in calls:
+                client.send(client.request("CANCEL", call_id=call_id, branch=branch, from_tag="ft"))
+            got = [parse_response(client.recv().data) for _ in range(2 * len(calls))]  # type: ignore[union-attr]
+            assert sorted(statuses(got)) == [200] * len(calls) + [487] * len(calls)
+            for resp in got:
+                expected = "CANCEL" if resp.status == 200 else "INVITE"
+                assert resp.get("CSeq").endswith(expected)  # type: ignore[union-attr]
+            # no 486 follows: the delayed steps were dropped by their owner workers
+            assert client.recv(timeout=1.5) is None
+            for _ in range(20):
+                client.send(client.request("OPTIONS", call_id=unique()))
+            assert statuses([parse_response(client.recv().data)  # type: ignore[union-attr]
+                             for _ in range(20)]) == [200] * 20
+        assert server.stop() == 0
+        stopped = [line for line in server.stderr_lines if re.search(r"worker \d stopped", line)]
+        assert len(stopped) == 3
+        assert len([line for line in server.stderr_lines if "listening on" in line]) == 1
