@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"logs", "transport", "metrics"},
     {"server"},
     {"cli"},
-    {"__main__", "testing", "_client", "_client_core", "_expect"},
+    {"__main__", "testing", "_client", "_client_core", "_expect", "sipvicious"},
     {"pytest_plugin"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
