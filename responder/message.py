@@ -42,8 +42,7 @@ COMPACT = {
 }
 
 
-@dataclass(slots=True)
-class TopVia:
+class TopVia(NamedTuple):
     """The first Via value, split so the builder can append received/rport."""
 
     value: str          # the first Via value as written (whitespace-trimmed)

@@ -24,8 +24,8 @@ from .uri import (
     SIP_SCHEMES,
     SUPPORTED_SCHEMES,
     TOKEN,
+    address_and_tag,
     name_addr,
-    param,
     params_well_formed,
     split_commas,
     uri_parts,
@@ -72,6 +72,9 @@ def _header_key(name: str) -> tuple[str, str] | None:
 
 def _number(digits: str, limit: int) -> int | None:
     """A decimal number up to ``limit``, leading zeros allowed; None beyond (never a huge int)."""
+    if len(digits) < 10:
+        n = int(digits)
+        return n if n <= limit else None
     significant = digits.lstrip("0") or "0"
     if len(significant) > len(str(limit)):
         return None
@@ -89,8 +92,10 @@ def parse(data: bytes) -> Request:
             raise Discard(errors.KEEPALIVE)
     elif not data.strip(b" \t\r\n"):
         raise Discard(errors.KEEPALIVE)
-    m = _HEAD_END.search(data)
-    if m is None:
+    end = data.find(b"\r\n\r\n")
+    if end >= 0 and data.find(b"\n\n", 0, end) < 0 and data.find(b"\n\r\n", 0, end) < 0:
+        head_b, body = data[:end], data[end + 4 :]  # the common case, without a regex
+    elif (m := _HEAD_END.search(data)) is None:
         head_b, body = data, b""
     else:
         head_b, body = data[: m.start()], data[m.end() :]
@@ -178,11 +183,17 @@ def parse(data: bytes) -> Request:
     via_params = vm.group(6)
     branch = rport = received = None
     if via_params:
-        if not params_well_formed(via_params) and problem is None:
-            problem = Problem(400, "Bad Via")  # RFC 4475 §3.1.2.1 badinv01
-        branch = param(via_params, "branch")
-        rport = param(via_params, "rport")
-        received = param(via_params, "received")
+        for p in via_params[1:].split(";"):
+            name, _eq, value = p.partition("=")
+            name = name.strip(" \t").lower()
+            if name == "branch":
+                branch = value.strip(" \t") if branch is None else branch
+            elif name == "rport":
+                rport = value.strip(" \t") if rport is None else rport
+            elif name == "received":
+                received = value
+            elif not name and problem is None:
+                problem = Problem(400, "Bad Via")  # empty parameter: RFC 4475 badinv01
     port_text = vm.group(5)
     port = int(port_text) if port_text else None
     if port is not None and port > 65535:
@@ -229,38 +240,41 @@ def parse(data: bytes) -> Request:
             if cm.group(2) != method:
                 problem = problem or Problem(400, "CSeq Method Mismatch")
     if req.from_ is not None:
-        fa = name_addr(req.from_)
-        tag = param(fa[1], "tag") if fa else None
-        if fa is None or tag == "":
+        fa = address_and_tag(req.from_)
+        if fa is None:
             problem = problem or Problem(400, "Bad From")
         else:
-            req.from_tag = tag
-            req.from_uri = fa[0]
+            req.from_uri, req.from_tag = fa
     if req.to is not None:
-        ta = name_addr(req.to)
-        tag = param(ta[1], "tag") if ta else None
-        if ta is None or tag == "":
+        ta = address_and_tag(req.to)
+        if ta is None:
             problem = problem or Problem(400, "Bad To")
         else:
-            req.to_tag = tag
-            req.to_uri = ta[0]
+            req.to_uri, req.to_tag = ta
             if method == "REGISTER" and ta[0].partition(":")[0].lower() not in SIP_SCHEMES:
                 # RFC 3261 §10.2: the To of a REGISTER is a SIP or SIPS AOR (RFC 4475 unksm2)
                 problem = problem or Problem(400, "To Is Not A SIP Address")
 
     # --- framing over UDP (RFC 3261 §18.3) ------------------------------------------
-    if lengths:
+    if len(lengths) == 1 and lengths[0].isascii() and lengths[0].isdigit() \
+            and len(lengths[0]) < 10:
+        n = int(lengths[0])  # the common case
+        if n > len(body):
+            problem = problem or Problem(400, "Content-Length Larger Than Body")
+        else:
+            body = body[:n]
+    elif lengths:
         numbers = {_number(v, len(data)) if _DIGITS.fullmatch(v) else -1 for v in lengths}
         if -1 in numbers:
             problem = problem or Problem(400, "Bad Content-Length")
         elif len(numbers) > 1:
             problem = problem or Problem(400, "Conflicting Content-Length")
         else:
-            n = numbers.pop()
-            if n is None or n > len(body):
+            length = numbers.pop()
+            if length is None or length > len(body):
                 problem = problem or Problem(400, "Content-Length Larger Than Body")
             else:
-                body = body[:n]
+                body = body[:length]
     req.body = body
 
     # --- Request-URI ----------------------------------------------------------------

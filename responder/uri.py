@@ -16,7 +16,11 @@ TOKEN = re.compile(f"[{TOKEN_CHARS}]+")
 # RFC 4475 §3.1.1.6 (lwsdisp) asks us to accept it directly followed by "<".
 _DISPLAY_TOKENS = re.compile(f"[{TOKEN_CHARS}]+(?:[ \\t]+[{TOKEN_CHARS}]+)*")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
-_PORT = re.compile(r"[0-9]{1,5}")
+# After "sip:": [user[:password]@] host [:port] [;params] [?headers]. The user part ends at
+# the first "@"; a host is a name, IPv4 address or [IPv6 reference]: an unbracketed IPv6
+# address leaves a non-numeric "port" and fails (RFC 5118 §4.3 ipv6-bad).
+_SIP_REST = re.compile(
+    r"(?:([^@]*)@)?(\[[^\]]*\]|[^:;?\[\]<>]+)(?::([0-9]{1,5}))?(;[^?]*)?(\?.*)?", re.DOTALL)
 
 SIP_SCHEMES = frozenset({"sip", "sips"})
 # Request-URI schemes we answer; anything else gets 416 (RFC 3261 §8.2.2.1).
@@ -114,6 +118,40 @@ def _name_addr(value: str) -> tuple[str, str] | None:
     return uri, sep + params
 
 
+def address_and_tag(value: str) -> tuple[str, str | None] | None:
+    """From/To: (URI, tag or None), or None when malformed; ``tag=`` empty is malformed.
+
+    The common ``<uri>;tag=x`` and ``"Name" <uri>;tag=x`` are read without the
+    general name-addr walk.
+    """
+    lt = value.find("<")
+    gt = value.find(">")
+    if 0 <= lt < gt and '"' not in value[:lt] and "\\" not in value and value.count(">") == 1:
+        display = value[:lt].strip(" \t")
+        uri = value[lt + 1 : gt]
+        params = value[gt + 1 :].strip(" \t")
+        if (display and not _DISPLAY_TOKENS.fullmatch(display)) or not uri \
+                or " " in uri or "\t" in uri or not _HAS_SCHEME.match(uri) \
+                or (params and params[0] != ";"):
+            return None
+    else:
+        parsed = name_addr(value)
+        if parsed is None:
+            return None
+        uri, params = parsed
+    if not params:
+        return uri, None
+    k = params.find(";tag=")
+    tag: str | None
+    if k >= 0 and params.count("tag") == 1:
+        tag = params[k + 5 :].partition(";")[0].strip(" \t")
+    else:
+        tag = param(params, "tag")
+    if tag == "":
+        return None
+    return uri, tag
+
+
 def param(params: str, name: str) -> str | None:
     """The value of parameter ``name`` (lower case) in ``;a=1;b``, "" if it has none."""
     if not params:
@@ -154,46 +192,30 @@ def uri_parts(uri: str) -> URIParts | None:
     IPv6 reference, and the port digits: ``sip:user@2001:db8::10`` is rejected
     (RFC 5118 §4.3 ipv6-bad). The user part is %-decoded once (RFC 4475 §3.1.1.3).
     """
-    colon = uri.find(":")
-    if colon <= 0 or " " in uri or "\t" in uri or not _SCHEME.fullmatch(uri[:colon]):
+    if " " in uri or "\t" in uri:
         return None
-    scheme = uri[:colon].lower()
-    rest = uri[colon + 1 :]
-    if scheme == "tel":
-        number = rest.split(";", 1)[0]
-        return URIParts(scheme, _unescape(number) if number else None, None, False)
-    if scheme not in SIP_SCHEMES:
-        return URIParts(scheme, None, None, False)
-    # The user part may hold "?" (user-unreserved, RFC 4475 intmeth); headers follow the host.
-    at = rest.find("@")
-    user: str | None = None
-    if at >= 0:
-        user = _unescape(rest[:at].split(":", 1)[0])
-        rest = rest[at + 1 :]
-    rest, q, _ = rest.partition("?")
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end < 0:
-            return None
-        host = rest[: end + 1]
-        after = rest[end + 1 :]
+    if uri[:4] == "sip:":  # the common case first
+        scheme, rest = "sip", uri[4:]
     else:
-        cut = len(rest)
-        for sep in ":;":
-            k = rest.find(sep)
-            if 0 <= k < cut:
-                cut = k
-        host = rest[:cut]
-        after = rest[cut:]
-    if not host or "<" in host or ">" in host:
-        return None
-    if after.startswith(":"):
-        port, _, _ = after[1:].partition(";")
-        if not _PORT.fullmatch(port) or int(port) > 65535:
+        colon = uri.find(":")
+        if colon <= 0 or not _SCHEME.fullmatch(uri[:colon]):
             return None
-    elif after and after[0] != ";":
+        scheme, rest = uri[:colon].lower(), uri[colon + 1 :]
+        if scheme == "tel":
+            number = rest.split(";", 1)[0]
+            return URIParts(scheme, _unescape(number) if number else None, None, False)
+        if scheme not in SIP_SCHEMES:
+            return URIParts(scheme, None, None, False)
+    # The user part may hold "?" (user-unreserved, RFC 4475 intmeth); headers follow the host.
+    m = _SIP_REST.fullmatch(rest)
+    if m is None:
         return None
-    return URIParts(scheme, user, host, bool(q))
+    user, host, port, _, headers = m.groups()
+    if port is not None and int(port) > 65535:
+        return None
+    if user is not None:
+        user = _unescape(user.split(":", 1)[0])  # drop a password
+    return URIParts(scheme, user, host, headers is not None)
 
 
 def _unescape(text: str) -> str:
