@@ -24,7 +24,7 @@ from .rules.model import Match, RuleError, RuleSet, Step
 from .rules.oneline import glob, parse_code, parse_delay, parse_rule
 
 RulesLike = str | Sequence[str] | RuleSet | os.PathLike[str]
-StepLike = int | str | tuple[int, "str | float"] | Mapping[str, Any] | Step
+StepLike = int | str | tuple[int, str | float] | Mapping[str, Any] | Step
 Methods = str | Sequence[str] | None
 Status = int | Sequence[int] | None
 
@@ -84,6 +84,8 @@ def make_step(step: StepLike) -> Step:
         code, slash, delay = step.partition("/")
         return Step.make(_code(code.strip()), _delay(delay) if slash else 0.0)
     if isinstance(step, tuple):
+        if len(step) != 2:
+            raise RuleError(f"a step tuple is (code, delay), not {step!r}")
         return Step.make(_code(step[0]), _delay(step[1]))
     known = {"code", "after", "reason", "headers", "body", "content_type"}
     unknown = sorted(set(step) - known)
@@ -115,22 +117,21 @@ def make_match(method: Methods = None, user: str | None = None, from_user: str |
                  headers=tuple(keys))
 
 
-
-def why(match: Match, entry: JournalEntry,
-         status: Status = None) -> list[str]:
+def why(match: Match, entry: JournalEntry, status: Status = None) -> list[str]:
     """Why ``entry`` does not meet the expectation ([] = it does)."""
     req = entry.request
     if req is None:
         return [f"discarded ({entry.discard})"]
     if match.methods is None:  # an expectation without a method takes any, ACK too
         match = dataclasses.replace(match, methods=frozenset({req.method}))
-    why = explain(match, req, entry.source[0])
+    reasons = explain(match, req, entry.source[0])
     if isinstance(status, int) and status not in entry.statuses:
-        why.append(f"answered {_answers(entry)}, not {status}")
+        reasons.append(f"answered {_answers(entry)}, not {status}")
     elif status is not None and not isinstance(status, int) \
             and entry.statuses != list(status):
-        why.append(f"answered {_answers(entry)}, not {', '.join(map(str, status))}")
-    return why
+        reasons.append(f"answered {_answers(entry)}, not {', '.join(map(str, status))} "
+                       "(in that order)")
+    return reasons
 
 
 def _answers(entry: JournalEntry) -> str:

@@ -68,6 +68,7 @@ def sip_responder(sip_responder_server: Responder) -> Iterator[Responder]:
     """The session's sip-responder with its start rules and an empty journal."""
     sip_responder_server.reset()
     yield sip_responder_server
+    sip_responder_server.check()  # an error in the server thread fails the test that saw it
 
 
 @pytest.fixture

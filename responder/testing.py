@@ -140,7 +140,7 @@ class Responder:
             if not self._ready.wait(self.start_timeout):
                 raise TimeoutError(f"sip-responder did not bind {self.host}:{self.port} "
                                    f"within {self.start_timeout:g}s")
-            self._check()
+            self.check()
             self._settle(self.start_rules)
         except BaseException:
             self._stopping = True
@@ -153,7 +153,7 @@ class Responder:
         if not self._stopping:
             self._stopping = True
             self._shutdown()
-        self._check()
+        self.check()
 
     def __enter__(self) -> Responder:
         return self.start()
@@ -186,21 +186,27 @@ class Responder:
     # --- rules --------------------------------------------------------------------
     def set_rules(self, rules: RulesLike) -> RuleSet:
         """Replace the rules (see :func:`to_ruleset`; one-line rules go in front of the
-        start rules). Pending delayed steps keep their decision."""
+        start rules). Pending delayed steps keep their decision. Before ``start()``, this
+        sets the start rules."""
         ruleset = to_ruleset(rules, self.start_rules)
-        self._call(lambda: self._engine.set_rules(ruleset), mutates=True)
+        self._change(lambda _: ruleset)
         return ruleset
 
     @property
     def rules(self) -> RuleSet:
+        """The rules in force now."""
         return self._call(lambda: self._engine.ruleset)
 
     def add_rule(self, rule: Rule) -> None:
         """Put ``rule`` in front of the current rules."""
-        def add() -> None:
-            current = self._engine.ruleset
-            self._engine.set_rules(dataclasses.replace(current, rules=(rule, *current.rules)))
-        self._call(add, mutates=True)
+        self._change(lambda current: dataclasses.replace(current, rules=(rule, *current.rules)))
+
+    def _change(self, change: Callable[[RuleSet], RuleSet]) -> None:
+        def apply() -> None:
+            self._engine.set_rules(change(self._engine.ruleset))
+        if self._thread is None and not self._stopping:  # not started: the start rules
+            self.start_rules = change(self.start_rules)
+        self._call(apply, mutates=True)
 
     def on(self, method: Methods = "*", *, user: str | None = None,
            from_user: str | None = None, to_user: str | None = None,
@@ -239,7 +245,8 @@ class Responder:
 
     def _install(self, rules: RuleSet) -> None:
         self._engine.set_rules(rules)
-        (self._engine.journal or deque()).clear()
+        if self._engine.journal is not None:
+            self._engine.journal.clear()
 
     # --- journal ------------------------------------------------------------------
     @property
@@ -256,9 +263,11 @@ class Responder:
 
     @property
     def counters(self) -> Counters:
-        c = self._call(lambda: dataclasses.replace(self._engine.counters))
-        c.discarded = Counter(c.discarded)
-        return c
+        """A copy of the server's counters (received, answered, dropped, discarded ...)."""
+        def copy() -> Counters:
+            c = self._engine.counters
+            return dataclasses.replace(c, discarded=Counter(c.discarded))
+        return self._call(copy)
 
     def requests(self, method: Methods = None, *, user: str | None = None,
                  from_user: str | None = None, to_user: str | None = None,
@@ -341,8 +350,8 @@ class Responder:
             if self._error is None:
                 self._error = exc
 
-    def _check(self) -> None:
-        """Raise (once) an error that happened in the server thread."""
+    def check(self) -> None:
+        """Raise (once) an error that happened in the server thread, if any."""
         with self._lock:
             error, self._error = self._error, None
         if error is not None:
@@ -359,7 +368,7 @@ class Responder:
                         return
                 except SipTimeout:
                     pass
-                self._check()
+                self.check()
                 if time.monotonic() > deadline or not self.running:
                     raise TimeoutError(f"sip-responder on {hostport(self.address)} did not "
                                        f"answer an OPTIONS within {self.start_timeout:g}s")
@@ -377,7 +386,7 @@ class Responder:
 
     def _call(self, fn: Callable[[], T], mutates: bool = False) -> T:
         """Run ``fn`` on the server's loop and wait for it (directly when no loop runs)."""
-        self._check()
+        self.check()
         if mutates and self._stopping:
             raise RuntimeError("this Responder is stopped")
         thread, loop = self._thread, self._loop
