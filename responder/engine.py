@@ -143,6 +143,12 @@ class Engine:
         """Swap the rule set; steps already pending keep their decision."""
         self.ruleset = ruleset
 
+    def forget(self) -> None:
+        """Drop every pending step and remembered transaction (a test's clean slate)."""
+        self._pending.clear()
+        self._heap.clear()
+        self._completed.clear()
+
     @property
     def pending(self) -> int:
         return len(self._pending)
@@ -185,9 +191,12 @@ class Engine:
         self, req: Request, data: bytes, source: Addr, now: float, outs: list[Outgoing]
     ) -> None:
         assert self.journal is not None
+        # Only responses to this request: a CANCEL's outs also carry its INVITE's 487.
+        responses = [o.data for o in outs if o.data is not None
+                     and (o.exchange is None or o.exchange.method == req.method)]
         entry = JournalEntry(now, source, data, req,
                              rule=outs[0].exchange.rule if outs and outs[0].exchange else None,
-                             responses=[o.data for o in outs if o.data is not None])
+                             responses=responses)
         self.journal.append(entry)
         pending = self._pending.get(_txn(req))
         if pending is not None and pending.journal is None:

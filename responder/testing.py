@@ -224,15 +224,15 @@ class Responder:
         return RuleBuilder(self, match, name, probability)
 
     def reset(self) -> None:
-        """Back to the start rules, with an empty journal."""
-        self._settle(self.start_rules)
+        """Back to the start rules, with an empty journal and no pending delayed steps."""
+        self._settle(self.start_rules, forget=True)
 
-    def _settle(self, rules: RuleSet) -> None:
+    def _settle(self, rules: RuleSet, forget: bool = False) -> None:
         """Install ``rules`` and empty the journal once every datagram sent before this call
         has been handled: a sentinel OPTIONS (answered by a rule of its own) must come back
         first, so that, say, the ACK a previous test sent cannot land in the fresh journal."""
         if not self.running:
-            self._call(lambda: self._install(rules), mutates=True)
+            self._call(lambda: self._install(rules, forget), mutates=True)
             return
         probe = Rule(make_match("OPTIONS", headers={PROBE_HEADER: "*"}), (Step.make(200),),
                      "sip-responder-probe", origin="Responder")
@@ -241,10 +241,12 @@ class Responder:
         try:
             self._probe()
         finally:
-            self._call(lambda: self._install(rules), mutates=True)
+            self._call(lambda: self._install(rules, forget), mutates=True)
 
-    def _install(self, rules: RuleSet) -> None:
+    def _install(self, rules: RuleSet, forget: bool = False) -> None:
         self._engine.set_rules(rules)
+        if forget:
+            self._engine.forget()
         if self._engine.journal is not None:
             self._engine.journal.clear()
 

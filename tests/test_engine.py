@@ -208,3 +208,15 @@ def test_unbracketed_ipv6_sent_by_is_answered_as_written() -> None:
     resp = read_response(outs[0].data)
     assert resp.status == 200
     assert resp.one("Via") == "SIP/2.0/UDP ::1:0;branch=z9hG4bK-test-1;rport=40000;received=::1"
+
+
+def test_journal_keeps_each_response_with_its_request_and_forget_clears_state() -> None:
+    e = Engine(build_ruleset(None, ["INVITE->180,486/2s"]), Seeded(1), journal_size=10)
+    e.receive(request("INVITE"), SRC, 0.0)
+    e.receive(request("CANCEL"), SRC, 0.5)
+    invite, cancel = e.journal or []
+    assert (invite.statuses, cancel.statuses) == ([180, 487], [200])
+    e.receive(request("INVITE", call_id="other"), SRC, 1.0)
+    assert e.pending == 1
+    e.forget()
+    assert e.pending == 0 and e.next_deadline() is None and e.due(10.0) == []
