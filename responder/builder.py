@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 from functools import lru_cache
 
 from . import codes
@@ -33,8 +33,7 @@ MIN_SE = "90"            # 422 default: RFC 4028 §4's minimum
 DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
     """What a response depends on besides the request and the step."""
 
     identity: Identity
@@ -100,7 +99,18 @@ def top_via(req: Request, source: Addr) -> str:
     need_received = via.rport or not same_host(via.host, source[0])
     if not need_received:
         return via.value
-    sent, _, params = via.value.partition(";")
+    value = via.value
+    ip = source[0].partition("%")[0]
+    if not via.received:  # the common cases, without taking the parameters apart
+        if not via.rport:
+            return f"{value};received={ip}"
+        if via.rport_empty and value.count(";rport") == 1:
+            if value.endswith(";rport"):
+                return f"{value}={source[1]};received={ip}"
+            i = value.find(";rport;")
+            if i >= 0:
+                return f"{value[:i]};rport={source[1]}{value[i + 6:]};received={ip}"
+    sent, _, params = value.partition(";")
     out = [sent.rstrip(" \t")]
     if params:
         for p in params.split(";"):
@@ -112,7 +122,7 @@ def top_via(req: Request, source: Addr) -> str:
                 out.append(f"rport={source[1]}")
             else:
                 out.append(p)
-    out.append("received=" + source[0].partition("%")[0])
+    out.append("received=" + ip)
     return ";".join(out)
 
 

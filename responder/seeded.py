@@ -21,11 +21,13 @@ def random_seed() -> int:
 class Seeded:
     """Derivations keyed by one seed. Immutable."""
 
-    __slots__ = ("_key", "seed")
+    __slots__ = ("_key", "_tag_hash", "seed")
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self._key = hashlib.blake2b(str(seed).encode(), digest_size=32).digest()
+        # Keyed BLAKE2b state after the key block: copying it is cheaper than re-keying.
+        self._tag_hash = hashlib.blake2b(key=self._key, digest_size=6, person=b"to-tag")
 
     def _digest(self, purpose: bytes, text: str, size: int) -> bytes:
         h = hashlib.blake2b(key=self._key, digest_size=size, person=purpose)
@@ -34,7 +36,9 @@ class Seeded:
 
     def to_tag(self, call_id: str | None, from_tag: str | None, branch: str | None) -> str:
         """The To tag of every response to one request (SPEC §4): Call-ID, From tag, branch."""
-        return self._digest(b"to-tag", f"{call_id}\x00{from_tag}\x00{branch}", 6).hex()
+        h = self._tag_hash.copy()
+        h.update(f"{call_id}\x00{from_tag}\x00{branch}".encode("utf-8", "surrogateescape"))
+        return h.hexdigest()
 
     def draw(self, transaction_key: str, salt: str) -> float:
         """A uniform number in [0, 1) for one decision (``salt`` names which one)."""
