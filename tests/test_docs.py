@@ -1,4 +1,4 @@
-"""Every ```python block of docs/testing.md is a test module, and it passes.
+"""Every ```python block of docs/testing.md and README.md is a test module, and it passes.
 
 Each block runs in its own ``pytester`` directory with the installed plugin, warnings as
 errors. A block with the comment ``# docs-test: needs sipvicious`` is skipped when the
@@ -14,15 +14,20 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "testing.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = (ROOT / "docs" / "testing.md", ROOT / "README.md")
 NEEDS_SIPVICIOUS = "# docs-test: needs sipvicious"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
-def blocks() -> list[tuple[int, str]]:
-    """(line number, code) of every python block."""
-    text = DOC.read_text(encoding="utf-8")
-    return [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in BLOCK.finditer(text)]
+def blocks() -> list[tuple[str, str]]:
+    """(where, code) of every python block: where is "FILE-lineN"."""
+    out = []
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        out += [(f"{doc.stem}-line{text.count(chr(10), 0, m.start()) + 1}", m.group(1))
+                for m in BLOCK.finditer(text)]
+    return out
 
 
 def sipvicious_available() -> bool:
@@ -39,12 +44,12 @@ def test_the_doc_has_examples() -> None:
     assert all("def test_" in code for _, code in found), "every block is a test module"
 
 
-@pytest.mark.parametrize(("line", "code"), blocks(), ids=[f"line{n}" for n, _ in blocks()])
-def test_example(pytester: pytest.Pytester, line: int, code: str) -> None:
+@pytest.mark.parametrize(("line", "code"), blocks(), ids=[where for where, _ in blocks()])
+def test_example(pytester: pytest.Pytester, line: str, code: str) -> None:
     if NEEDS_SIPVICIOUS in code and not sipvicious_available():
         pytest.skip("the SIPVicious helpers or tools are not installed")
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    pytester.makepyfile(**{f"test_docs_line{line}": code})
+    pytester.makepyfile(**{f"test_docs_{line.replace('-', '_')}": code})
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error")
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 1, result.stdout.str()
