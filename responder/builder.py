@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from typing import NamedTuple
 from functools import lru_cache
+from typing import NamedTuple
 
 from . import codes
 from .auth import AuthConfig, challenge
