@@ -15,7 +15,7 @@ from typing import NamedTuple
 from . import codes
 from .auth import AuthConfig, challenge
 from .message import Request
-from .rules.model import Identity
+from .rules.model import Identity, Step
 from .seeded import Seeded
 from .uri import name_addr, param, split_commas
 
@@ -214,3 +214,36 @@ def build(
     lines.append("")
     lines.append("")
     return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+
+def build_fault(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes:
+    """The response of a step with a ``fault`` (docs/faults.md), malformed on purpose.
+
+    ``garbage`` is drawn from the seed and the transaction (and the status code), so a
+    retransmitted request gets the same bytes.
+    """
+    fault = step.fault or ""
+    data = build(req, ctx, step.code, step.reason, None if fault == "no-to-tag" else tag,
+                 step.headers, step.body, step.content_type)
+    txn = req.transaction_key
+    return malform(data, fault, lambda n: ctx.seeded.noise(txn, f"garbage{step.code}", n))
+
+
+def malform(data: bytes, fault: str, noise: Callable[[int], bytes]) -> bytes:
+    """A response made wrong on purpose (``fault:``, docs/faults.md).
+
+    ``data`` is what :func:`build` made (``no-to-tag`` is ``build`` without a tag);
+    ``noise(n)`` gives n seeded bytes for ``garbage``.
+    """
+    if fault == "garbage":
+        return noise(len(data))
+    head, sep, body = data.partition(b"\r\n\r\n")
+    if fault == "truncated":
+        return head[: len(head) // 2]  # no empty line, no body: an incomplete message
+    lines = head.split(b"\r\n")
+    if fault == "no-via":
+        lines = [line for line in lines if not line.startswith(b"Via: ")]
+    elif fault == "wrong-content-length":
+        lines = [b"Content-Length: %d" % (len(body) + 10)
+                 if line.startswith(b"Content-Length: ") else line for line in lines]
+    return b"\r\n".join(lines) + sep + body

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from . import __version__, codes
+from .admin import AdminOptions
 from .engine import Engine
 from .logs import ExchangeLog
 from .rules.loader import build_ruleset, dump
 from .rules.model import RuleError, RuleSet
+from .safety import parse_network, parse_rate
 from .seeded import Seeded, random_seed
 from .server import Addr, run, serve, serve_workers
+
+T = TypeVar("T")
+JOURNAL_MAX = 100_000  # --journal-size bound: each entry keeps its datagram (<= 64 KiB)
 
 EPILOG = """\
 one-line rules (--rule), tried before the rules file, in order:
@@ -20,16 +27,35 @@ one-line rules (--rule), tried before the rules file, in order:
   MATCH  := METHOD [ "@" USER ]        METHOD or *, USER a glob on the target user
   REPLY  := drop | CODE[/DELAY] { "," CODE[/DELAY] }     DELAY: 250ms, 2s, 1.5s
   OPTION := p=FLOAT | reason=TEXT
+          | jitter=DELAY    every delayed step at its DELAY +/- jitter (seeded)
+          | drop_first=N    no answer to the first N transmissions of a transaction
+          | repeat=K        send the final response K times (1-11), Timer G spacing
+          | fault=NAME      malform the last step: wrong-content-length, no-to-tag,
+                            no-via, truncated, garbage
 examples:
   INVITE->486   *->503   OPTIONS->200   INVITE->180,486/2s   INVITE@1000->486
   REGISTER->401   OPTIONS->drop   'INVITE->503;p=0.25'   'INVITE->603;reason=Go Away'
+fault injection (docs/faults.md):
+  'INVITE->180,486/2s;jitter=200ms'   'INVITE->486;drop_first=2'   'INVITE->200;repeat=3'
+  'INVITE->486;fault=no-to-tag'
 """
 
 
-def parse_listen(text: str) -> Addr:
-    """``HOST:PORT``, ``[IPV6]:PORT``, optionally prefixed ``udp:`` (or ``udp://``)."""
+def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse type that reports the parser's own message."""
+    def check(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    check.__name__ = parse.__name__
+    return check
+
+
+def _hostport(text: str, prefixes: tuple[str, ...]) -> Addr:
+    """``HOST:PORT`` or ``[IPV6]:PORT``, after an optional prefix from ``prefixes``."""
     t = text
-    for prefix in ("udp://", "udp:"):
+    for prefix in prefixes:
         if t.lower().startswith(prefix):
             t = t[len(prefix):]
             break
@@ -48,6 +74,25 @@ def parse_listen(text: str) -> Addr:
     return host, int(port_text)
 
 
+def parse_listen(text: str) -> Addr:
+    """``HOST:PORT``, ``[IPV6]:PORT``, optionally prefixed ``udp:`` (or ``udp://``)."""
+    return _hostport(text, ("udp://", "udp:"))
+
+
+def parse_http(text: str) -> Addr:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` for --metrics and --admin (``http://`` allowed)."""
+    return _hostport(text, ("http://",))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sip-responder",
@@ -63,11 +108,34 @@ def make_parser() -> argparse.ArgumentParser:
                                                    "default rules")
     p.add_argument("--rule", action="append", default=[], metavar="SPEC",
                    help="a one-line rule, tried before the file's rules (repeatable)")
+    p.add_argument("--allow", action="append", type=_checked(parse_network), metavar="CIDR",
+                   help="answer only sources in CIDR (repeatable); others are discarded "
+                        "and counted")
+    p.add_argument("--rate-limit", type=_checked(parse_rate), metavar="N/s",
+                   help="at most N datagrams a second per source address (bursts of N); "
+                        "more are discarded and counted")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="N processes sharing the sockets (default 1)")
     p.add_argument("--seed", type=int, help="seed for every random decision (default: random, "
                                             "logged at start)")
     p.add_argument("--log-format", choices=("text", "json"), default="text")
+    p.add_argument("--log-file", metavar="PATH",
+                   help="also append the exchange lines to PATH (reopened on SIGHUP; -q "
+                        "silences only stderr)")
+    ops = p.add_argument_group("operations (docs/operations.md)")
+    ops.add_argument("--metrics", type=parse_http, metavar="ADDR",
+                     help="serve Prometheus /metrics and /healthz on HOST:PORT (port 0 picks "
+                          "a free port; single worker only)")
+    ops.add_argument("--admin", type=parse_http, metavar="ADDR",
+                     help="serve the admin API (/rules, /journal) on HOST:PORT, a loopback "
+                          "address unless --admin-allow-remote (single worker only)")
+    ops.add_argument("--admin-token", metavar="TOKEN",
+                     help="require 'Authorization: Bearer TOKEN' on the admin API")
+    ops.add_argument("--admin-allow-remote", action="store_true",
+                     help="allow --admin on an address that is not loopback")
+    ops.add_argument("--journal-size", type=int, default=1000, metavar="N",
+                     help=f"exchanges the admin journal keeps (default 1000, at most "
+                          f"{JOURNAL_MAX})")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-v", "--verbose", action="store_true",
                            help="summarise discarded datagrams every second (default: "
@@ -86,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    check_operations(parser, args)
     if args.codes:
         sys.stdout.write(codes.format_table())
         return 0
@@ -101,7 +170,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     seed = args.seed if args.seed is not None else random_seed()
-    log = ExchangeLog(sys.stderr, args.log_format, quiet=args.quiet)
+    try:
+        log = ExchangeLog(sys.stderr, args.log_format, quiet=args.quiet, path=args.log_file)
+    except OSError as exc:
+        sys.stderr.write(f"sip-responder: cannot open the log file: {exc}\n")
+        return 1
+    try:
+        return _serve(args, ruleset, seed, log)
+    finally:
+        log.close()
+
+
+def check_operations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The combinations of the operations flags that make sense (exit 2 otherwise)."""
+    if args.workers > 1 and (args.metrics or args.admin):
+        parser.error("--metrics and --admin work with a single worker only: with --workers N "
+                     "each worker has its own engine, counters and journal")
+    if not args.admin:
+        given = [flag for flag, value in (("--admin-token", args.admin_token),
+                                          ("--admin-allow-remote", args.admin_allow_remote))
+                 if value]
+        if given:
+            parser.error(f"{', '.join(given)} needs --admin")
+    elif not args.admin_allow_remote and not is_loopback(args.admin[0]):
+        parser.error(f"--admin {args.admin[0]}: the admin API changes the rules; it listens "
+                     "on a loopback address (127.0.0.1, ::1) unless --admin-allow-remote "
+                     "is given")
+    if args.admin_token is not None and not args.admin_token.strip():
+        parser.error("--admin-token must not be empty")
+    if not 1 <= args.journal_size <= JOURNAL_MAX:
+        parser.error(f"--journal-size must be from 1 to {JOURNAL_MAX}")
+
+
+def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeLog) -> int:
     log.note(f"seed {seed}")
     listen = args.listen or [("127.0.0.1", 5060)]
     summary_interval = 1.0 if args.verbose else 10.0
@@ -115,14 +216,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers > 1:
             return serve_workers(
                 listen, args.workers,
-                lambda index, count: Engine(ruleset, Seeded(seed), shard=(index, count)),
+                lambda index, count: Engine(ruleset, Seeded(seed), shard=(index, count),
+                                            allow=args.allow, rate_limit=args.rate_limit),
                 log,
                 lambda engine, worker: run(lambda: serve(
                     [], engine, log, reloader, summary_interval=summary_interval,
                     worker=worker)),
             )
-        engine = Engine(ruleset, Seeded(seed))
-        run(lambda: serve(listen, engine, log, reloader, summary_interval=summary_interval))
+        # The admin API's /journal needs the engine's journal (bounded: --journal-size).
+        engine = Engine(ruleset, Seeded(seed), args.journal_size if args.admin else 0,
+                        allow=args.allow, rate_limit=args.rate_limit)
+        admin = AdminOptions(args.admin, args.admin_token.strip() if args.admin_token else None,
+                             args.rules) if args.admin else None
+        run(lambda: serve(listen, engine, log, reloader, summary_interval=summary_interval,
+                          metrics=args.metrics, admin=admin))
     except OSError as exc:
         sys.stderr.write(f"sip-responder: cannot listen: {exc}\n")
         return 1

@@ -45,6 +45,15 @@ class Seeded:
         d = self._digest(b"draw", f"{transaction_key}\x00{salt}", 8)
         return int.from_bytes(d, "big") / 2.0**64
 
+    def noise(self, transaction_key: str, salt: str, size: int) -> bytes:
+        """``size`` random-looking bytes for one transaction (the ``garbage`` fault)."""
+        out = bytearray()
+        block = 0
+        while len(out) < size:
+            out += self._digest(b"noise", f"{transaction_key}\x00{salt}\x00{block}", 64)
+            block += 1
+        return bytes(out[:size])
+
     def nonce(self, now: float, source_host: str, window: int = 30) -> str:
         """A stateless digest nonce: the issue window plus a MAC of it and the source host.
 

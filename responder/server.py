@@ -12,8 +12,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple, TextIO
 
-from .engine import Engine
+from .admin import AdminApp, AdminOptions, HttpServer, MetricsApp, format_http
+from .engine import Engine, Exchange
 from .logs import ExchangeLog
+from .metrics import Exposition, ResponderCollector, ServerStats
 from .rules.model import RuleError, RuleSet
 from .transport import UdpTransport, bind_udp
 
@@ -35,15 +37,53 @@ async def serve(
     signals: bool = True,
     summary_interval: float = 10.0,
     worker: Worker | None = None,
+    metrics: Addr | None = None,
+    admin: AdminOptions | None = None,
+    stats: ServerStats | None = None,
 ) -> None:
-    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives. SIGHUP calls ``reload``.
+    """Serve until ``stop`` is set or SIGINT/SIGTERM arrives. SIGHUP reopens the log
+    file and calls ``reload``.
 
     ``signals=False`` (a server in a background thread, responder.testing) installs
     no signal handlers. ``worker``: one of several processes sharing bound sockets.
+    ``metrics``: serve ``/metrics`` and ``/healthz`` on this TCP address; ``admin``: serve
+    the admin API (the engine needs a journal for ``/journal``). Both run on this loop.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    transport = UdpTransport(loop, engine, log.write, worker.peers if worker else None)
+    stats = stats or ServerStats()
+    on_exchanges = log.write
+    if metrics is not None:
+        observe, write = stats.observe, log.write
+
+        def on_exchanges(exchanges: list[Exchange]) -> None:
+            observe(exchanges)
+            write(exchanges)
+
+    transport = UdpTransport(loop, engine, on_exchanges, worker.peers if worker else None)
+    http: list[HttpServer] = []
+
+    def on_hup() -> None:
+        log.reopen()
+        if reload is None:
+            log.note("SIGHUP: no rules file to reload (started without --rules)")
+            return
+        try:
+            stats.swap(engine, reload, "sighup")
+        except RuleError as exc:
+            log.note(f"reload failed, the old rules stay in force: {exc}")
+        else:
+            log.note("rules reloaded")
+
+    # Handlers first: whoever reads a "listening on" line may signal the server at once.
+    installed = []
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        for sig in (signal.SIGINT, signal.SIGTERM) if signals else ():
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        if signals:
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
+            installed.append(signal.SIGHUP)
     try:
         bound = []
         if worker is not None:
@@ -53,36 +93,27 @@ async def serve(
             local = transport.add(bind_udp(host, port))
             bound.append(local)
             log.note(f"listening on {format_addr(local)}")
+        if metrics is not None:
+            collector = ResponderCollector(engine, stats, lambda: transport.send_errors)
+            server = HttpServer(MetricsApp(Exposition(collector)))
+            http.append(server)
+            log.note(f"metrics on {format_http(await server.start(*metrics))}/metrics")
+        if admin is not None:
+            server = HttpServer(AdminApp(engine, stats, admin, loop.time, log.note))
+            http.append(server)
+            log.note(f"admin on {format_http(await server.start(*admin.addr))}")
         if ready is not None:
             ready(bound)
-
-        def on_hup() -> None:
-            if reload is None:
-                log.note("SIGHUP: no rules file to reload (started without --rules)")
-                return
-            try:
-                engine.set_rules(reload())
-            except RuleError as exc:
-                log.note(f"reload failed, the old rules stay in force: {exc}")
-            else:
-                log.note("rules reloaded")
-
-        installed = []
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            for sig in (signal.SIGINT, signal.SIGTERM) if signals else ():
-                loop.add_signal_handler(sig, stop.set)
-                installed.append(sig)
-            if signals:
-                loop.add_signal_handler(signal.SIGHUP, on_hup)
-                installed.append(signal.SIGHUP)
         summary = asyncio.ensure_future(summarise_discards(engine, log, summary_interval))
         try:
             await stop.wait()
         finally:
             summary.cancel()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
     finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        for server in http:
+            await server.close()
         transport.close()
     c = engine.counters
     who = f"worker {engine.shard[0]} " if engine.shard else ""

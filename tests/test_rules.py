@@ -81,13 +81,21 @@ def rule_view(rule: Rule) -> tuple[Any, ...]:
         tuple((key, p.text) for key, p in m.headers),
         rule.probability,
         tuple(step_view(s) for s in rule.reply),
+        rule.drop_first,
+        tuple(fault_view(s) for s in rule.reply),
     )
+
+
+def fault_view(step: Step) -> tuple[Any, ...]:
+    """A step's fault injection (docs/faults.md)."""
+    return (step.jitter, step.repeat, step.fault)
 
 
 def ruleset_view(rs: RuleSet) -> tuple[Any, ...]:
     return (
         tuple(rule_view(r) for r in rs.rules),
         tuple(step_view(s) for s in rs.default),
+        tuple(fault_view(s) for s in rs.default),
         rs.identity,
     )
 

@@ -83,3 +83,31 @@ def test_json_log_lines_carry_the_exchange() -> None:
         assert record["reason"] == "Busy Here" and record["call_id"] == call_id
         assert record["rule"] == "INVITE->486" and record["source"].startswith("127.0.0.1:")
         assert server.stop() == 0
+
+
+def test_allow_list_and_rate_limit_from_the_command_line() -> None:
+    with ResponderProcess("--allow", "192.0.2.0/24", "-v") as server:
+        with server.client() as client:
+            client.send(client.request("OPTIONS", call_id=unique()))
+            assert client.recv(timeout=0.5) is None  # 127.0.0.1 is not allowed
+        server.wait_for_stderr(r"discarded 1 datagrams in the last 1s: not-allowed=1")
+        assert server.stop() == 0
+    with ResponderProcess("--rate-limit", "5/s", "-q") as server:
+        with server.client() as client:
+            for _ in range(20):
+                client.send(client.request("OPTIONS", call_id=unique()))
+            answered = 0
+            while client.recv(timeout=0.5) is not None:
+                answered += 1
+            assert 5 <= answered <= 7  # a burst of 5, plus what refilled meanwhile
+        assert server.stop() == 0
+
+
+def test_repeated_final_responses_are_logged_as_repeats() -> None:
+    with ResponderProcess("--rule", "OPTIONS->486;repeat=2") as server:
+        with server.client() as client:
+            client.send(client.request("OPTIONS", call_id=unique()))
+            first, second = client.recv(), client.recv(timeout=2.0)
+            assert first is not None and second is not None and first.data == second.data
+        server.wait_for_stderr(r"OPTIONS sip:\S+ -> 486 Busy Here \[rule .*\] \(repeat 1\)")
+        assert server.stop() == 0

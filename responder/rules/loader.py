@@ -8,6 +8,7 @@ errors: a typo must not silently turn a rule into "match everything".
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -20,6 +21,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..auth import ALGORITHMS, AuthConfig
 from ..uri import TOKEN
 from .model import (
+    FAULTS,
+    REPEAT_MAX,
     Identity,
     IPNetwork,
     Match,
@@ -103,10 +106,44 @@ class _Walker:
             raise self.error(node, f"bad delay {value!r}: e.g. 250ms, 2s, 1.5s")
         return parsed
 
+    def whole(self, node: Node, what: str, low: int, high: int | None = None) -> int:
+        value = self.scalar(node)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+                high is not None and value > high):
+            upto = f" to {high}" if high is not None else " or more"
+            raise self.error(node, f"{what} must be a whole number from {low}{upto}, "
+                                   f"not {value!r}")
+        return value
+
+    def repeat(self, node: Node) -> int:
+        return self.whole(node, "repeat", 1, REPEAT_MAX)
+
+    def faults(self, m: dict[str, tuple[Node, Node]], code: int) -> dict[str, Any]:
+        """A step's fault-injection keys (docs/faults.md): jitter, repeat, fault."""
+        out: dict[str, Any] = {}
+        if "jitter" in m:
+            value = self.scalar(m["jitter"][1])
+            jitter = None if isinstance(value, bool) else parse_delay(str(value))
+            if jitter is None:
+                raise self.error(m["jitter"][1], f"bad jitter {value!r}: a delay, e.g. 200ms")
+            out["jitter"] = jitter
+        if "repeat" in m:
+            if code < 200:
+                raise self.error(m["repeat"][0], f"repeat is for a final response, not {code}")
+            out["repeat"] = self.repeat(m["repeat"][1])
+        if "fault" in m:
+            name = self.text(m["fault"][1], "fault")
+            if name not in FAULTS:
+                raise self.error(m["fault"][1], f"unknown fault {name!r} "
+                                                f"(known: {', '.join(FAULTS)})")
+            out["fault"] = name
+        return out
+
     def step(self, node: Node) -> Step:
         if isinstance(node, ScalarNode):
             return Step.make(self.code(node))
-        known = ("code", "after", "reason", "headers", "body", "content_type")
+        known = ("code", "after", "jitter", "reason", "headers", "body", "content_type",
+                 "repeat", "fault")
         m = self.mapping(node, "a step", known)
         if "code" not in m:
             raise self.error(node, "a step needs a code")
@@ -131,7 +168,8 @@ class _Walker:
             if "content_type" in m else None
         if body and content_type is None:
             raise self.error(m["body"][1], "a body needs a content_type")
-        return Step.make(code, after, reason, tuple(headers), body, content_type)
+        return Step.make(code, after, reason, tuple(headers), body, content_type,
+                         **self.faults(m, code))
 
     def reply(self, node: Node, methods: frozenset[str] | None) -> Reply:
         if isinstance(node, ScalarNode) and self.scalar(node) == "drop":
@@ -198,7 +236,8 @@ class _Walker:
         )
 
     def rule(self, node: Node, index: int, auth: AuthConfig | None) -> Rule:
-        known = ("name", "match", "respond", "probability", "auth", "challenge")
+        known = ("name", "match", "respond", "probability", "auth", "challenge",
+                 "drop_first", "repeat")
         m = self.mapping(node, "a rule", known)
         digest = False
         if "auth" in m:
@@ -228,14 +267,31 @@ class _Walker:
                                  f"probability must be a number from 0 to 1, not {value!r}")
             probability = float(value)
         name = self.text(m["name"][1], "name") if "name" in m else f"#{index + 1}"
+        reply = self.reply(m["respond"][1], match.methods)
+        drop_first = 0
+        if "drop_first" in m:
+            drop_first = self.whole(m["drop_first"][1], "drop_first", 0)
+            if drop_first and not reply:
+                raise self.error(m["drop_first"][0], "drop_first makes no sense with "
+                                                     "respond: drop")
+        if "repeat" in m:
+            # Rule level: the final response's repeat (the same as writing it on that step).
+            if not reply or not reply[-1].final:
+                raise self.error(m["repeat"][0], "repeat needs a final response (200-699) "
+                                                 "as the last step")
+            if reply[-1].repeat != 1:
+                raise self.error(m["repeat"][0], "repeat is given on the rule and on its "
+                                                 "final step: keep one")
+            reply = (*reply[:-1], replace(reply[-1], repeat=self.repeat(m["repeat"][1])))
         return Rule(
             match=match,
-            reply=self.reply(m["respond"][1], match.methods),
+            reply=reply,
             name=name,
             probability=probability,
             origin=self.at(node),
             auth=digest,
             proxy_challenge=proxy,
+            drop_first=drop_first,
         )
 
     def auth(self, node: Node) -> AuthConfig:
@@ -342,6 +398,8 @@ def dump(ruleset: RuleSet) -> str:
             d: dict[str, Any] = {"code": s.code}
             if s.after:
                 d["after"] = format_delay(s.after)
+            if s.jitter:
+                d["jitter"] = format_delay(s.jitter)
             d["reason"] = s.reason
             if s.headers:
                 d["headers"] = dict(s.headers)
@@ -349,6 +407,10 @@ def dump(ruleset: RuleSet) -> str:
                 d["body"] = s.body.decode()
             if s.content_type:
                 d["content_type"] = s.content_type
+            if s.repeat != 1:
+                d["repeat"] = s.repeat
+            if s.fault is not None:
+                d["fault"] = s.fault
             out.append(d)
         return out
 
@@ -369,6 +431,8 @@ def dump(ruleset: RuleSet) -> str:
             entry["challenge"] = "proxy" if r.proxy_challenge else "www"
         if r.probability != 1.0:
             entry["probability"] = r.probability
+        if r.drop_first:
+            entry["drop_first"] = r.drop_first
         entry["respond"] = reply(r.reply)
         rules.append(entry)
     doc: dict[str, Any] = {

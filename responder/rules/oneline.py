@@ -5,6 +5,10 @@
     REPLY  := "drop" | STEP { "," STEP }
     STEP   := CODE [ "/" DELAY ]
     OPTION := "p=" FLOAT | "reason=" TEXT
+            | "jitter=" DELAY        every delayed step: after ± jitter (docs/faults.md)
+            | "drop_first=" INT      the first INT transmissions get no answer
+            | "repeat=" INT          the final response is sent INT times (Timer G spacing)
+            | "fault=" NAME          the last step is malformed on purpose (FAULTS)
 
 Errors read ``--rule 'SPEC': what is wrong``.
 """
@@ -13,10 +17,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from dataclasses import replace
 
 from .. import codes
 from ..uri import TOKEN
-from .model import Match, Pattern, Rule, RuleError, Step, validate_reply
+from .model import FAULTS, Match, Pattern, Rule, RuleError, Step, validate_reply
 
 _DELAY = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s)?")
 
@@ -89,27 +94,48 @@ def parse_rule(spec: str) -> tuple[Rule, list[str]]:
         raise fail('missing reply after "->": a code, a list of CODE[/DELAY], or drop')
     probability = 1.0
     reason: str | None = None
+    jitter, drop_first, repeat, fault = 0.0, 0, 1, None
     for option in options:
         key, eq, value = option.partition("=")
-        key = key.strip()
+        key, value = key.strip(), value.strip()
         if key == "p" and eq:
             try:
                 probability = float(value)
             except ValueError:
                 probability = -1.0
             if not 0.0 <= probability <= 1.0:
-                raise fail(f"p={value.strip()} is not a probability between 0 and 1")
+                raise fail(f"p={value} is not a probability between 0 and 1")
         elif key == "reason" and eq:
-            reason = value.strip()
+            reason = value
             if not reason or any(c in reason for c in "\r\n"):
                 raise fail("reason= needs a one-line text")
+        elif key == "jitter" and eq:
+            parsed = parse_delay(value)
+            if parsed is None:
+                raise fail(f"bad jitter {value!r}: a delay, e.g. 200ms")
+            jitter = parsed
+        elif key in ("drop_first", "repeat") and eq:
+            if not (value.isascii() and value.isdigit()):
+                raise fail(f"{key}={value} is not a whole number")
+            if key == "drop_first":
+                drop_first = int(value)
+            else:
+                repeat = int(value)
+        elif key == "fault" and eq:
+            if value not in FAULTS:
+                raise fail(f"unknown fault {value!r} (known: {', '.join(FAULTS)})")
+            fault = value
         else:
-            raise fail(f"unknown option {option.strip()!r} (known: p=FLOAT, reason=TEXT)")
+            raise fail(f"unknown option {option.strip()!r} (known: p=FLOAT, reason=TEXT, "
+                       "jitter=DELAY, drop_first=N, repeat=N, fault=NAME)")
 
     steps: list[Step] = []
     if reply_text.lower() == "drop":
-        if reason is not None:
-            raise fail("reason= makes no sense with drop")
+        for given, name in ((reason is not None, "reason="), (jitter, "jitter="),
+                            (drop_first, "drop_first="), (repeat != 1, "repeat="),
+                            (fault is not None, "fault=")):
+            if given:
+                raise fail(f"{name} makes no sense with drop")
     else:
         for item in reply_text.split(","):
             code_text, slash, delay_text = item.strip().partition("/")
@@ -123,9 +149,16 @@ def parse_rule(spec: str) -> tuple[Rule, list[str]]:
                     raise fail(f"bad delay {delay_text.strip()!r}: e.g. 250ms, 2s, 1.5s")
                 after = parsed
             steps.append(Step.make(code, after))
+        if jitter:
+            if not any(s.after > 0 for s in steps):
+                raise fail("jitter= needs a delayed step (CODE/DELAY) to vary")
+            steps = [replace(s, jitter=jitter) if s.after > 0 else s for s in steps]
+        if repeat != 1 and not steps[-1].final:
+            raise fail("repeat= needs a final response (200-699) as the last step")
+        last = steps[-1]
         if reason is not None:
-            last = steps[-1]
-            steps[-1] = Step.make(last.code, last.after, reason)
+            last = replace(last, reason=reason, reason_given=True)
+        steps[-1] = replace(last, repeat=repeat, fault=fault)
     warnings = validate_reply(tuple(steps), methods, [where] * len(steps))
     rule = Rule(
         match=Match(methods=methods, user=user),
@@ -133,5 +166,6 @@ def parse_rule(spec: str) -> tuple[Rule, list[str]]:
         name=spec.strip(),
         probability=probability,
         origin=where,
+        drop_first=drop_first,
     )
     return rule, warnings
