@@ -111,3 +111,60 @@ def test_repeated_final_responses_are_logged_as_repeats() -> None:
             assert first is not None and second is not None and first.data == second.data
         server.wait_for_stderr(r"OPTIONS sip:\S+ -> 486 Busy Here \[rule .*\] \(repeat 1\)")
         assert server.stop() == 0
+
+
+def test_reload_under_load_loses_no_request(tmp_path: Path) -> None:
+    """SIGHUP while 10,000 requests a second arrive: every request is answered, the old
+    rules before the swap and the new ones after it."""
+    import socket
+    import threading
+    import time
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - match: {method: OPTIONS}\n    respond: 200\n")
+    rate, seconds = 10_000, 2.0
+    total = int(rate * seconds)
+    with ResponderProcess("--rules", str(rules), "-q") as server:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2.0)
+        port = sock.getsockname()[1]
+        template = (
+            "OPTIONS sip:load@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{{n}}\r\n"
+            "From: <sip:load@127.0.0.1>;tag=l\r\nTo: <sip:load@127.0.0.1>\r\n"
+            "Call-ID: load-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+        statuses: dict[int, int] = {}
+
+        def receive() -> None:
+            while len(statuses) < total:
+                try:
+                    data = sock.recv(4096)
+                except TimeoutError:
+                    return
+                call = data.index(b"Call-ID: load-") + 14
+                statuses[int(data[call:data.index(b"\r\n", call)])] = int(data[8:11])
+
+        reader = threading.Thread(target=receive)
+        reader.start()
+        start = time.monotonic()
+        batch = 100
+        for first in range(0, total, batch):
+            for n in range(first, first + batch):
+                sock.sendto(template.format(n=n).encode(), server.address)
+            if first == total // 2:
+                rules.write_text("rules:\n  - match: {method: OPTIONS}\n    respond: 202\n")
+                server.send_signal(signal.SIGHUP)
+            pause = start + (first + batch) / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+        reader.join(timeout=10)
+        sock.close()
+        server.wait_for_stderr("rules reloaded")
+        assert server.stop() == 0
+    assert len(statuses) == total, f"{total - len(statuses)} of {total} requests unanswered"
+    assert set(statuses.values()) == {200, 202}
+    switch = min(n for n, s in statuses.items() if s == 202)
+    assert all(s == 200 for n, s in statuses.items() if n < switch)
+    assert all(s == 202 for n, s in statuses.items() if n >= switch)
