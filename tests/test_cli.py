@@ -8,10 +8,12 @@ from __future__ import annotations
 import random
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import support
 from support import (
     ResponderProcess,
     ResponderStartError,
@@ -402,3 +404,14 @@ def test_startup_failure_is_reported() -> None:
     """The helper reports a process that exits instead of listening (a bad rule)."""
     with pytest.raises(ResponderStartError, match="exited"):
         ResponderProcess("--rule", "INVITE->").start()
+
+
+def test_defaults_come_from_the_package_in_an_empty_directory(tmp_path: Path) -> None:
+    """An installed sip-responder run where there is no config/ uses the shipped defaults."""
+    from responder.rules.loader import dump, load_text
+
+    run = subprocess.run([support.responder_script(), "--check"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert run.returncode == 0, run.stderr
+    shipped = (Path(__file__).resolve().parents[1] / "config" / "rules.yaml").read_text()
+    assert run.stdout == dump(load_text(shipped, "config/rules.yaml"))
