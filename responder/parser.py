@@ -201,21 +201,14 @@ def parse(data: bytes) -> Request:
     top_via = TopVia(top_value, vm.group(4), port, branch or None, rport is not None,
                      rport == "", received is not None)
 
-    req = Request(
-        method=method,
-        uri=uri,
-        version=version,
-        header_lines=lines,
-        vias=vias,
-        top_via=top_via,
-        via_rest=via_rest,
-        from_=froms[0] if froms else None,
-        to=tos[0] if tos else None,
-        call_id=call_ids[0] if call_ids else None,
-        cseq=cseqs[0] if cseqs else None,
-        require=tuple(require),
-        timestamp=timestamp,
-    )
+    # Positional, in field order: measurably cheaper than keywords on this path.
+    req = Request(method, uri, version, lines, vias, top_via, via_rest,
+                  froms[0] if froms else None, tos[0] if tos else None,
+                  call_ids[0] if call_ids else None, cseqs[0] if cseqs else None)
+    if require:
+        req.require = tuple(require)
+    if timestamp is not None:
+        req.timestamp = timestamp
 
     # --- the four headers every request has (RFC 3261 §8.1.1) ----------------------
     if not (froms and tos and call_ids and cseqs) and problem is None:
