@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
+
 from ._client_core import hostport
 from .engine import JournalEntry
 from .message import COMPACT
@@ -87,18 +89,10 @@ def make_step(step: StepLike) -> Step:
         if len(step) != 2:
             raise RuleError(f"a step tuple is (code, delay), not {step!r}")
         return Step.make(_code(step[0]), _delay(step[1]))
-    known = {"code", "after", "reason", "headers", "body", "content_type"}
-    unknown = sorted(set(step) - known)
-    if unknown or "code" not in step:
-        raise RuleError(f"a step needs a code; unknown keys {unknown} (known: "
-                        f"{', '.join(sorted(known))})")
-    body = step.get("body", b"")
-    body = body.encode() if isinstance(body, str) else bytes(body)
-    if body and not step.get("content_type"):
-        raise RuleError("a step with a body needs a content_type")
-    return Step.make(_code(step["code"]), _delay(step.get("after", 0)), step.get("reason"),
-                     tuple((str(k), str(v)) for k, v in step.get("headers", {}).items()),
-                     body, step.get("content_type"))
+    # A dict is a YAML step: the rules-file loader reads it, so every key it knows
+    # (after, reason, headers, body, content_type, jitter, repeat, fault) works the same.
+    plain = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in step.items()}
+    return load_text(yaml.safe_dump({"rules": [{"respond": [plain]}]}), "<step>").rules[0].reply[0]
 
 
 def make_match(method: Methods = None, user: str | None = None, from_user: str | None = None,

@@ -64,18 +64,28 @@ class RuleBuilder:
     def __init__(self, responder: Responder, match: Match, name: str, probability: float):
         self._responder, self.match, self.name = responder, match, name
         self.probability = probability
+        self._drop_first = 0
+
+    def drop_first(self, count: int) -> RuleBuilder:
+        """Answer nothing to the first ``count`` transmissions of each transaction."""
+        if count < 0:
+            raise RuleError(f"{self.name}: drop_first must be 0 or more, not {count}")
+        self._drop_first = count
+        return self
 
     def respond(self, *steps: StepLike) -> Rule:
         """Install the rule in front of the current rules; ``respond("drop")`` answers nothing.
 
         Steps: a code (``486``), ``"486/2s"``, ``(486, "2s")``, or a dict like a YAML step
-        (``{"code": 486, "after": "2s", "reason": "Busy", "headers": {...}}``).
+        (``{"code": 486, "after": "2s", "reason": "Busy", "headers": {...}}``, and the fault
+        keys ``jitter``, ``repeat``, ``fault``: docs/faults.md).
         """
         if not steps:
             raise RuleError(f"{self.name}: respond() needs steps, a code or 'drop'")
         reply = () if steps == ("drop",) else tuple(make_step(s) for s in steps)
         validate_reply(reply, self.match.methods, [self.name] * len(reply))
-        rule = Rule(self.match, reply, self.name, self.probability, origin="Responder.on()")
+        rule = Rule(self.match, reply, self.name, self.probability, origin="Responder.on()",
+                    drop_first=self._drop_first)
         self._responder.add_rule(rule)
         return rule
 

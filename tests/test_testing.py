@@ -471,3 +471,26 @@ def test_timeout_messages_are_readable(responder: Responder, client: SipClient) 
     assert re.fullmatch(r"no final response to OPTIONS sip:127\.0\.0\.1:\d+ \(Call-ID \S+\) "
                         r"from 127\.0\.0\.1:\d+ within 0\.1s; it received: nothing",
                         str(info.value)), str(info.value)
+
+
+def test_fluent_rules_take_fault_keys(responder: Responder) -> None:
+    responder.on("OPTIONS").drop_first(1).respond({"code": 486, "fault": "no-to-tag"})
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.3)
+        data = options_bytes(sock.getsockname()[1], branch="z9hG4bKfluent", call_id="fl-1")
+        sock.sendto(data, responder.address)
+        with pytest.raises(TimeoutError):
+            sock.recv(4096)  # the first transmission is held back
+        sock.sendto(data, responder.address)  # the retransmission is answered
+        resp = parse_response(sock.recv(4096))
+    assert resp.status == 486
+    assert resp.header("to") == "<sip:127.0.0.1>"  # fault: no To tag added
+
+
+def test_fluent_dict_steps_are_read_like_yaml_steps(responder: Responder) -> None:
+    rule = responder.on("INVITE").respond(
+        180, {"code": 486, "after": "1s", "jitter": "200ms", "repeat": 2})
+    assert (rule.reply[1].after, rule.reply[1].jitter, rule.reply[1].repeat) == (1.0, 0.2, 2)
+    with pytest.raises(RuleError, match="<step>:"):
+        responder.on("INVITE").respond({"code": 486, "fault": "no-such-fault"})
