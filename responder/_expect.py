@@ -15,12 +15,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import yaml
-
 from ._client_core import hostport
 from .engine import JournalEntry
 from .message import COMPACT
-from .rules.loader import build_ruleset, load_file, load_text
+from .rules.loader import build_ruleset, load_file, load_text, step_from_mapping
 from .rules.matcher import explain
 from .rules.model import Match, RuleError, RuleSet, Step
 from .rules.oneline import glob, parse_code, parse_delay, parse_rule
@@ -91,8 +89,8 @@ def make_step(step: StepLike) -> Step:
         return Step.make(_code(step[0]), _delay(step[1]))
     # A dict is a YAML step: the rules-file loader reads it, so every key it knows
     # (after, reason, headers, body, content_type, jitter, repeat, fault) works the same.
-    plain = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in step.items()}
-    return load_text(yaml.safe_dump({"rules": [{"respond": [plain]}]}), "<step>").rules[0].reply[0]
+    return step_from_mapping({k: (v.decode() if isinstance(v, bytes) else v)
+                              for k, v in step.items()})
 
 
 def make_match(method: Methods = None, user: str | None = None, from_user: str | None = None,

@@ -8,6 +8,7 @@ errors: a typo must not silently turn a rule into "match everything".
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -362,6 +363,12 @@ def load_text(text: str, filename: str) -> RuleSet:
         default = walker.reply(top["default"][1], None)
     return RuleSet(rules=tuple(rules), default=default, identity=identity,
                    warnings=tuple(walker.warnings), auth=auth)
+
+
+def step_from_mapping(step: Mapping[str, Any]) -> Step:
+    """One step given as a mapping, read exactly like a YAML step (errors: ``<step>:L:C``)."""
+    text = yaml.safe_dump({"rules": [{"respond": [dict(step)]}]}, sort_keys=False)
+    return load_text(text, "<step>").rules[0].reply[0]
 
 
 def load_file(path: str | Path) -> RuleSet:
