@@ -24,7 +24,7 @@ from responder import sipvicious as sv
 
 pytestmark = pytest.mark.interop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAB_PBX = ROOT / "config" / "examples" / "lab-pbx.yaml"
 PROFILE = yaml.safe_load(LAB_PBX.read_text(encoding="utf-8"))
 SERVER_NAME = PROFILE["identity"]["server"].split(",")[0].strip()  # what svmap shows
