@@ -51,14 +51,15 @@ _VIA_LOOSE = re.compile(
     re.DOTALL,
 )
 MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5
-# Headers the parser reads; every other line is only kept.
-_ESSENTIAL = frozenset({"via", "from", "to", "call-id", "cseq", "content-length", "require",
-                        "timestamp"})
-_KEYS: dict[str, tuple[str, str]] = {}  # name as written -> (key, name) (bounded cache)
+# Headers the parser reads, by slot in parse()'s ``found``; every other line is only kept.
+_SLOTS = {"via": 1, "from": 2, "to": 3, "call-id": 4, "cseq": 5, "content-length": 6,
+          "require": 7, "timestamp": 8}
+# name as written -> (key, name, slot) (a bounded cache)
+_KEYS: dict[str, tuple[str, str, int]] = {}
 
 
-def _header_key(name: str) -> tuple[str, str] | None:
-    """(canonical key, name) of a header name as written: ``TO `` -> ("to", "TO")."""
+def _header_key(name: str) -> tuple[str, str, int] | None:
+    """(canonical key, name, slot) of a name as written: ``TO `` -> ("to", "TO", 3)."""
     stripped = name.rstrip(" \t")
     if not stripped or not TOKEN.fullmatch(stripped):
         return None
@@ -66,8 +67,8 @@ def _header_key(name: str) -> tuple[str, str] | None:
     key = COMPACT.get(key, key)
     if len(_KEYS) >= 4096:
         _KEYS.clear()
-    _KEYS[name] = (key, stripped)
-    return key, stripped
+    known = _KEYS[name] = (key, stripped, _SLOTS.get(key, 0))
+    return known
 
 
 def _number(digits: str, limit: int) -> int | None:
@@ -130,14 +131,9 @@ def parse(data: bytes) -> Request:
     if "\n " in rest or "\n\t" in rest:
         rest = _FOLD.sub("", rest)
     lines: list[tuple[str, str, str]] = []
-    vias: list[str] = []
-    froms: list[str] = []
-    tos: list[str] = []
-    call_ids: list[str] = []
-    cseqs: list[str] = []
-    lengths: list[str] = []
-    require: list[str] = []
-    timestamp: str | None = None
+    # The values of the headers the parser reads, by slot (see _SLOTS); slot 0 collects
+    # nothing (kept only in ``lines``).
+    found: list[list[str]] = [[], [], [], [], [], [], [], [], []]
     keys = _KEYS
     for line in rest.split("\n") if rest else ():
         name, colon, value = line.partition(":")
@@ -148,26 +144,14 @@ def parse(data: bytes) -> Request:
                 if line.strip(" \t\r") and problem is None:
                     problem = Problem(400, "Bad Header Syntax")
                 continue
-        key = known[0]
+        key, written, slot = known
         value = value.strip(" \t\r")
-        lines.append((key, known[1], value))
-        if key in _ESSENTIAL:
-            if key == "via":
-                vias.append(value)
-            elif key == "from":
-                froms.append(value)
-            elif key == "to":
-                tos.append(value)
-            elif key == "call-id":
-                call_ids.append(value)
-            elif key == "cseq":
-                cseqs.append(value)
-            elif key == "content-length":
-                lengths.append(value)
-            elif key == "require":
-                require.extend(t for t in (x.strip(" \t") for x in value.split(",")) if t)
-            elif timestamp is None:
-                timestamp = value
+        lines.append((key, written, value))
+        if slot:
+            found[slot].append(value)
+    _, vias, froms, tos, call_ids, cseqs, lengths, requires, timestamps = found
+    require = [t for v in requires for t in (x.strip(" \t") for x in v.split(",")) if t]
+    timestamp = timestamps[0] if timestamps else None
 
     # --- the top Via: without a sent-by nobody can match a response ----------------
     if not vias:
