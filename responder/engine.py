@@ -99,8 +99,7 @@ class _Pending:
     ctx: Context
     tag: str
     rule: str
-    arrived: float
-    queue: list[Queued]
+    queue: list[Queued]  # absolute send times
     last: Outgoing | None = None
     journal: JournalEntry | None = None
     final: bool = False  # the final response went out: only repeats are left
@@ -409,7 +408,7 @@ class Engine:
             i += 1
         if i < len(reply):
             queue: list[Queued] = [(now + s.after, s, s.after) for s in reply[i:]]
-            self._hold(_Pending(req, ctx, tag, rule, now, queue, out[-1] if out else None))
+            self._hold(_Pending(req, ctx, tag, rule, queue, out[-1] if out else None))
         return out
 
     def _hold(self, entry: _Pending) -> None:
@@ -436,7 +435,7 @@ class Engine:
             return self._answer(req, ctx, reply, rule, now)
         txn = req.transaction_key  # jitter: seed + transaction + step index
         plan = schedule(reply, lambda i: self.seeded.draw(txn, f"jitter{i}"))
-        entry = _Pending(req, ctx, self._tag(req), rule, now, [(now + d, s, d) for d, s in plan])
+        entry = _Pending(req, ctx, self._tag(req), rule, [(now + d, s, d) for d, s in plan])
         out = self._run(entry, now)
         if entry.queue:
             self._hold(entry)

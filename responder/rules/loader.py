@@ -407,7 +407,8 @@ def dump(ruleset: RuleSet) -> str:
                 d["after"] = format_delay(s.after)
             if s.jitter:
                 d["jitter"] = format_delay(s.jitter)
-            d["reason"] = s.reason
+            if s.reason_given:  # a phrase from the code table is not repeated
+                d["reason"] = s.reason
             if s.headers:
                 d["headers"] = dict(s.headers)
             if s.body:
