@@ -84,6 +84,8 @@ async def serve(
         if signals:
             loop.add_signal_handler(signal.SIGHUP, on_hup)
             installed.append(signal.SIGHUP)
+    if worker is not None:  # serve_workers blocked these until a worker can take them
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     try:
         bound = []
         if worker is not None:
@@ -121,6 +123,9 @@ async def serve(
              f"{sum(c.discarded.values())} discarded")
 
 
+WORKER_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
 class Worker(NamedTuple):
     """What one of ``--workers N`` processes shares with the others."""
 
@@ -144,6 +149,9 @@ def serve_workers(
     worker that read it to the worker that owns it (Engine.shard). The parent
     only passes signals on and waits; it exits 0 when every worker did.
     """
+    # Until the parent and each worker have their handlers, a signal waits (blocked) instead
+    # of killing with its default action: "listening on" is printed before the fork.
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     sockets = [bind_udp(host, port) for host, port in listen]
     for sock in sockets:
         log.note(f"listening on {format_addr(sock.getsockname()[:2])}")
@@ -174,8 +182,9 @@ def serve_workers(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in WORKER_SIGNALS:
         signal.signal(sig, pass_on)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     status = 0
     remaining = set(pids)
     while remaining:

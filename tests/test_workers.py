@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import signal
+import time
+from pathlib import Path
 
 from support import ResponderProcess, parse_response, statuses, unique
 
@@ -34,3 +37,22 @@ def test_workers_answer_and_cancel_reaches_the_pending_invite() -> None:
         stopped = [line for line in server.stderr_lines if re.search(r"worker \d stopped", line)]
         assert len(stopped) == 3
         assert len([line for line in server.stderr_lines if "listening on" in line]) == 1
+
+
+
+def test_sighup_to_the_parent_reloads_every_worker(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("default: 486\n")
+    with ResponderProcess("--workers", "2", "--rules", str(rules), "-q") as server:
+        rules.write_text("default: 603\n")
+        server.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5.0
+        while sum("rules reloaded" in line for line in server.stderr_lines) < 2:
+            assert time.monotonic() < deadline, server.stderr_lines
+            time.sleep(0.01)  # polling the log with a deadline
+        with server.client() as client:
+            for _ in range(20):
+                client.send(client.request("BYE", call_id=unique()))
+            got = [parse_response(client.recv().data) for _ in range(20)]  # type: ignore[union-attr]
+        assert statuses(got) == [603] * 20  # whichever worker read it
+        assert server.stop() == 0
