@@ -15,7 +15,9 @@ What is lenient, on purpose (and recorded in the README):
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 
 from . import errors
 from .errors import Discard, Problem
@@ -84,7 +86,23 @@ def _number(digits: str, limit: int) -> int | None:
 
 
 def parse(data: bytes) -> Request:
-    """Parse one datagram. Raises only :class:`Discard`."""
+    """Parse one datagram. Raises only :class:`Discard`.
+
+    The common well-formed request is read by the compiled fast path when it is built
+    (:mod:`responder._speedups`); it returns None for anything else, and for that, and
+    without it, :func:`parse_python` reads the datagram. Both make the same Request.
+    """
+    if _fast_parse is not None:
+        req = _fast_parse(data)
+        if req is not None:
+            if req.method == "REGISTER":
+                req.problem = _contact_problem(req)
+            return req
+    return parse_python(data)
+
+
+def parse_python(data: bytes) -> Request:
+    """The whole parser in Python: every input, every problem and discard."""
     if not data:
         raise Discard(errors.EMPTY)
     if data[:1] in b"\r\n":
@@ -267,17 +285,37 @@ def parse(data: bytes) -> Request:
             problem = Problem(416)
 
     if method == "REGISTER" and problem is None:
-        for contact in req.header_values("contact"):
-            if contact == "*":
-                continue
-            for c in split_commas(contact):
-                ca = name_addr(c)
-                if ca is None or not params_well_formed(ca[1]):
-                    problem = Problem(400, "Bad Contact")  # RFC 4475 §3.1.2.15 regbadct
-                    break
+        problem = _contact_problem(req)
 
     if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         # RFC 3261 §8.2.2: nothing else about a message of another version can be trusted.
         problem = Problem(505)
     req.problem = problem
     return req
+
+
+def _contact_problem(req: Request) -> Problem | None:
+    """A REGISTER's Contact values must be addresses (RFC 4475 §3.1.2.15 regbadct)."""
+    for contact in req.header_values("contact"):
+        if contact == "*":
+            continue
+        for c in split_commas(contact):
+            ca = name_addr(c)
+            if ca is None or not params_well_formed(ca[1]):
+                return Problem(400, "Bad Contact")
+    return None
+
+
+def _load_fast() -> Callable[[bytes], Request | None] | None:
+    """The compiled fast path, unless it is not built or SIP_RESPONDER_PURE is set."""
+    if os.environ.get("SIP_RESPONDER_PURE"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    _speedups.configure(Request, TopVia, _KEYS, _header_key)
+    return _speedups.parse
+
+
+_fast_parse = _load_fast()

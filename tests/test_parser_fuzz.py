@@ -6,11 +6,14 @@
   essentials.
 * Mutations of a few valid requests: every truncation, LF-only and mixed line ends,
   compact names, odd case, folded lines, trailing junk, leading CRLFs -> the same essentials.
+* Every input here is also read by the pure-Python parser alone (``parse_python``): the
+  compiled fast path, when built, must give an equal Request or the same Discard.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -20,7 +23,7 @@ from hypothesis import strategies as st
 from responder import errors
 from responder.errors import Discard, Problem
 from responder.message import Request
-from responder.parser import parse
+from responder.parser import parse, parse_python
 
 FAST = settings(max_examples=300, deadline=None, database=None)
 
@@ -29,9 +32,22 @@ FAST = settings(max_examples=300, deadline=None, database=None)
 
 
 def outcome(data: bytes) -> Request | Discard:
-    """Parse ``data``; any exception other than Discard propagates and fails the test."""
+    """Parse ``data``; any exception other than Discard propagates and fails the test.
+
+    The same datagram read by the pure-Python parser alone must give the same outcome.
+    """
+    result = _outcome(parse, data)
+    python = _outcome(parse_python, data)
+    if isinstance(result, Discard):
+        assert isinstance(python, Discard) and python.reason == result.reason, data
+    else:
+        assert result == python, data
+    return result
+
+
+def _outcome(parser: Callable[[bytes], Request], data: bytes) -> Request | Discard:
     try:
-        return parse(data)
+        return parser(data)
     except Discard as exc:
         return exc
 

@@ -1,0 +1,594 @@
+/* responder._speedups: the parser's fast path, compiled (optional).
+ *
+ * parse(data) reads the common, well-formed request -- CRLF line ends, printable ASCII
+ * header block, no folding, "METHOD SP sip:URI SP SIP/2.0", one each of From, To, Call-ID,
+ * CSeq, a plain top Via -- into exactly the Request that responder.parser's pure-Python
+ * parser makes of it, and returns None for everything else: the caller then runs the
+ * Python parser, which owns every problem (400s) and every discard. So this file never
+ * decides that input is bad; it only recognises input that is plainly good.
+ *
+ * tests/test_speedups.py holds the two parsers to that: over the RFC 4475 corpus, the
+ * test messages and Hypothesis-made variants, this one returns None or an equal Request.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* Request fields, in the dataclass's order (responder/message.py). */
+enum {
+    F_METHOD, F_URI, F_VERSION, F_HEADER_LINES, F_VIAS, F_TOP_VIA, F_VIA_REST, F_FROM,
+    F_TO, F_CALL_ID, F_CSEQ, F_CSEQ_NUM, F_FROM_TAG, F_TO_TAG, F_TARGET_USER, F_FROM_URI,
+    F_TO_URI, F_REQUIRE, F_TIMESTAMP, F_URI_HOST, F_BODY, F_PROBLEM, N_FIELDS
+};
+static const char *FIELD_NAMES[N_FIELDS] = {
+    "method", "uri", "version", "header_lines", "vias", "top_via", "via_rest", "from_",
+    "to", "call_id", "cseq", "cseq_num", "from_tag", "to_tag", "target_user", "from_uri",
+    "to_uri", "require", "timestamp", "uri_host", "body", "problem",
+};
+
+/* Header slots, as responder.parser._SLOTS numbers them. */
+enum { S_OTHER, S_VIA, S_FROM, S_TO, S_CALL_ID, S_CSEQ, S_LENGTH, S_REQUIRE, S_TIMESTAMP };
+
+static PyTypeObject *request_type;   /* responder.message.Request */
+static PyTypeObject *topvia_type;    /* responder.message.TopVia */
+static PyObject *field_descr[N_FIELDS];
+static PyObject *keys_cache;         /* responder.parser._KEYS: name -> (key, name, slot) */
+static PyObject *header_key;         /* responder.parser._header_key */
+static PyObject *sip_version;        /* "SIP/2.0" */
+static PyObject *empty_tuple;
+
+/* A small cache in front of keys_cache, keyed by the name's bytes: most requests carry
+ * the same dozen header names, and this saves making a str of each to look it up. */
+#define NAME_CACHE 256
+#define NAME_MAX_LEN 40
+typedef struct {
+    Py_ssize_t len;
+    char name[NAME_MAX_LEN];
+    PyObject *known;  /* strong: (key, name, slot) */
+    int slot;
+} name_entry;
+static name_entry name_cache[NAME_CACHE];
+
+static int is_token_char(unsigned char c) {
+    /* TOKEN_CHARS in responder/uri.py: A-Za-z0-9 - . ! % * _ + ` ' ~ */
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '!' || c == '%' || c == '*' || c == '_' ||
+           c == '+' || c == '`' || c == '\'' || c == '~';
+}
+
+static int is_ws(char c) { return c == ' ' || c == '\t'; }
+
+static PyObject *str_of(const char *p, Py_ssize_t n) {
+    /* The header block was checked to be printable ASCII. */
+    return PyUnicode_DecodeASCII(p, n, NULL);
+}
+
+static unsigned hash_bytes(const char *p, Py_ssize_t n) {
+    unsigned h = 2166136261u;
+    for (Py_ssize_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+/* (key, name, slot) of a header name as written, a new reference; NULL and no error: not
+ * a name the Python parser reads as one (it owns that case); NULL and an error: an error. */
+static PyObject *known_name(const char *p, Py_ssize_t n, int *slot) {
+    name_entry *e = NULL;
+    if (n <= NAME_MAX_LEN) {
+        e = &name_cache[hash_bytes(p, n) & (NAME_CACHE - 1)];
+        if (e->known != NULL && e->len == n && memcmp(e->name, p, n) == 0) {
+            *slot = e->slot;
+            return Py_NewRef(e->known);
+        }
+    }
+    PyObject *name = str_of(p, n);
+    if (name == NULL) return NULL;
+    PyObject *known = PyDict_GetItemWithError(keys_cache, name);
+    if (known != NULL) {
+        Py_INCREF(known);
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(name);
+        return NULL;
+    } else {
+        known = PyObject_CallOneArg(header_key, name);
+    }
+    Py_DECREF(name);
+    if (known == NULL) return NULL;
+    if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) != 3) {
+        Py_DECREF(known);  /* None: not a header name */
+        return NULL;
+    }
+    long s = PyLong_AsLong(PyTuple_GET_ITEM(known, 2));
+    if (s == -1 && PyErr_Occurred()) {
+        Py_DECREF(known);
+        return NULL;
+    }
+    *slot = (int)s;
+    if (e != NULL) {
+        Py_XSETREF(e->known, Py_NewRef(known));
+        e->len = n;
+        memcpy(e->name, p, n);
+        e->slot = (int)s;
+    }
+    return known;
+}
+
+typedef struct { const char *p; Py_ssize_t n; } span;
+
+/* The parts of a sip: URI the parser keeps: user (n < 0: none) and host. */
+typedef struct { span user; span host; } sip_uri;
+
+/* "sip:" [user[":"password] "@"] host [":" port] [";" params] -- and no "?headers",
+ * no "%" escapes, nothing responder.uri.uri_parts would read differently. 0: not that. */
+static int read_sip_uri(const char *p, Py_ssize_t n, sip_uri *out) {
+    if (n < 5 || memcmp(p, "sip:", 4) != 0) return 0;
+    const char *s = p + 4, *end = p + n;
+    for (const char *q = s; q < end; q++)
+        if (*q == ' ' || *q == '\t' || *q == '?') return 0;
+    const char *at = memchr(s, '@', end - s);
+    out->user.p = NULL;
+    out->user.n = -1;
+    if (at != NULL) {
+        const char *colon = memchr(s, ':', at - s);
+        out->user.p = s;
+        out->user.n = (colon ? colon : at) - s;
+        if (memchr(s, '%', at - s) != NULL) return 0;
+        s = at + 1;
+    }
+    const char *h = s;
+    if (s < end && *s == '[') {
+        while (s < end && *s != ']') s++;
+        if (s == end) return 0;
+        s++;
+    } else {
+        while (s < end && !strchr(":;?[]<>@", *s)) s++;
+        if (s == h) return 0;
+    }
+    out->host.p = h;
+    out->host.n = s - h;
+    if (s < end && *s == ':') {
+        const char *d = ++s;
+        long port = 0;
+        while (s < end && *s >= '0' && *s <= '9' && s - d < 6) port = port * 10 + (*s++ - '0');
+        if (s == d || s - d > 5 || port > 65535) return 0;
+    }
+    return s == end || *s == ';';
+}
+
+/* The scheme check of responder.uri._HAS_SCHEME: [A-Za-z][A-Za-z0-9+.-]*":" at the start. */
+static int has_scheme(const char *p, Py_ssize_t n) {
+    if (n < 2 || !((p[0] | 0x20) >= 'a' && (p[0] | 0x20) <= 'z')) return 0;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        char c = p[i];
+        if (c == ':') return 1;
+        if (!(((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '.' || c == '-'))
+            return 0;
+    }
+    return 0;
+}
+
+/* A From/To value in the forms responder.uri.address_and_tag reads without surprises:
+ * [display] <uri>[;params], "display" <uri>[;params] (no backslash) or uri[;params].
+ * tag.n < 0: no tag. 0: leave it to the Python parser. */
+static int read_address(const char *p, Py_ssize_t n, span *uri, span *tag) {
+    const char *end = p + n, *params, *pend = end;
+    if (memchr(p, '\\', n) != NULL) return 0;
+    const char *lt = memchr(p, '<', n);
+    if (lt != NULL) {
+        const char *gt = memchr(lt, '>', end - lt);
+        if (gt == NULL || memchr(gt + 1, '>', end - gt - 1) != NULL) return 0;
+        if (memchr(p, '>', lt - p) != NULL) return 0;
+        const char *d = p, *dend = lt;
+        while (d < dend && is_ws(*d)) d++;
+        while (dend > d && is_ws(dend[-1])) dend--;
+        if (d < dend && *d == '"') {
+            /* "quoted display": the closing quote, then only whitespace up to '<' */
+            const char *q = memchr(d + 1, '"', dend - d - 1);
+            if (q == NULL || q + 1 != dend) return 0;
+        } else {
+            /* unquoted: tokens separated by whitespace, no quote anywhere before '<' */
+            for (const char *q = d; q < dend; q++)
+                if (!is_token_char((unsigned char)*q) && !is_ws(*q)) return 0;
+        }
+        if (memchr(p, '"', d - p) != NULL) return 0;
+        uri->p = lt + 1;
+        uri->n = gt - lt - 1;
+        if (uri->n == 0) return 0;
+        for (const char *q = uri->p; q < gt; q++)
+            if (is_ws(*q)) return 0;
+        if (!has_scheme(uri->p, uri->n)) return 0;
+        params = gt + 1;
+        while (params < pend && is_ws(*params)) params++;
+        while (pend > params && is_ws(pend[-1])) pend--;
+        if (params < pend && *params != ';') return 0;
+    } else {
+        if (memchr(p, '"', n) != NULL || memchr(p, '>', n) != NULL) return 0;
+        const char *semi = memchr(p, ';', n);
+        const char *u = p, *uend = semi ? semi : end;
+        for (const char *q = u; q < uend; q++)
+            if (is_ws(*q) || *q == ',' || *q == '?') return 0;
+        if (uend == u || !has_scheme(u, uend - u)) return 0;
+        uri->p = u;
+        uri->n = uend - u;
+        params = uend;
+    }
+    tag->p = NULL;
+    tag->n = -1;
+    if (params >= pend) return 1;
+    /* As address_and_tag: ";tag=" there and "tag" once (case as written): the value up to
+     * the next ';'. No "tag" in any case: no tag. Anything else: Python reads it. */
+    int exact = 0, any_case = 0;
+    for (const char *q = params; q + 3 <= pend; q++) {
+        if ((q[0] | 0x20) == 't' && (q[1] | 0x20) == 'a' && (q[2] | 0x20) == 'g') any_case++;
+        if (q[0] == 't' && q[1] == 'a' && q[2] == 'g') exact++;
+    }
+    if (any_case == 0) return 1;
+    if (exact != 1) return 0;
+    const char *k = NULL;
+    for (const char *q = params; q + 5 <= pend; q++)
+        if (memcmp(q, ";tag=", 5) == 0) { k = q; break; }
+    if (k == NULL) return 0;
+    const char *t = k + 5, *tend = memchr(t, ';', pend - t);
+    if (tend == NULL) tend = pend;
+    if (memchr(t, ' ', tend - t) || memchr(t, '\t', tend - t) || tend == t) return 0;
+    tag->p = t;
+    tag->n = tend - t;
+    return 1;
+}
+
+typedef struct {
+    span host;
+    long port;  /* -1: none */
+    span branch;  /* n < 0: none (an empty branch is none too) */
+    int rport, rport_empty, received;
+} top_via;
+
+static int name_is(const char *p, Py_ssize_t n, const char *lower) {
+    Py_ssize_t m = (Py_ssize_t)strlen(lower);
+    if (n != m) return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((p[i] | 0x20) != lower[i]) return 0;
+    return 1;
+}
+
+/* SIP/2.0/UDP host[:port][;params] without whitespace but the one run after the
+ * transport, no comma (one value per line), no empty parameter. 0: not that. */
+static int read_via(const char *p, Py_ssize_t n, top_via *v) {
+    const char *s = p, *end = p + n;
+    if (memchr(p, ',', n) != NULL) return 0;
+    for (int part = 0; part < 3; part++) {
+        const char *b = s;
+        while (s < end && !is_ws(*s) && *s != '/' && *s != ';') s++;
+        if (s == b) return 0;
+        if (part < 2) {
+            if (s == end || *s != '/') return 0;
+            s++;
+        }
+    }
+    if (s == end || !is_ws(*s)) return 0;
+    while (s < end && is_ws(*s)) s++;
+    const char *h = s;
+    if (s < end && *s == '[') {
+        while (s < end && *s != ']' && !is_ws(*s)) s++;
+        if (s == end || *s != ']') return 0;
+        s++;
+    } else {
+        while (s < end && !is_ws(*s) && *s != ':' && *s != ';' && *s != '[' && *s != ']') s++;
+        if (s == h) return 0;
+    }
+    v->host.p = h;
+    v->host.n = s - h;
+    v->port = -1;
+    if (s < end && *s == ':') {
+        const char *d = ++s;
+        long port = 0;
+        while (s < end && *s >= '0' && *s <= '9' && s - d < 6) port = port * 10 + (*s++ - '0');
+        if (s == d || s - d > 5 || port > 65535) return 0;
+        v->port = port;
+    }
+    v->branch.p = NULL;
+    v->branch.n = -1;
+    v->rport = v->rport_empty = v->received = 0;
+    if (s == end) return 1;
+    if (*s != ';') return 0;
+    for (const char *q = s; q < end; q++)
+        if (is_ws(*q)) return 0;
+    while (s < end) {  /* at a ';' */
+        const char *b = ++s;
+        while (s < end && *s != ';') s++;
+        const char *eq = memchr(b, '=', s - b);
+        const char *nend = eq ? eq : s;
+        const char *val = eq ? eq + 1 : s;
+        if (nend == b) return 0;  /* an empty parameter: the Python parser's 400 */
+        if (name_is(b, nend - b, "branch")) {
+            if (v->branch.n == -1) {
+                v->branch.p = val;
+                v->branch.n = s - val;
+                if (v->branch.n == 0) v->branch.n = -2;  /* given, empty: none */
+            }
+        } else if (name_is(b, nend - b, "rport")) {
+            if (!v->rport) {
+                v->rport = 1;
+                v->rport_empty = (s == val);
+            }
+        } else if (name_is(b, nend - b, "received")) {
+            v->received = 1;
+        }
+    }
+    return 1;
+}
+
+#define MAX_HEADERS 128
+
+static int set_field(PyObject *req, int field, PyObject *value) {
+    /* value: a new reference, consumed */
+    if (value == NULL) return -1;
+    PyObject *d = field_descr[field];
+    int r = Py_TYPE(d)->tp_descr_set(d, req, value);
+    Py_DECREF(value);
+    return r;
+}
+
+static PyObject *opt_str(span s) {
+    if (s.n < 0) Py_RETURN_NONE;
+    return str_of(s.p, s.n);
+}
+
+static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (request_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "responder._speedups: configure() first");
+        return NULL;
+    }
+    if (!PyBytes_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "parse() takes bytes");
+        return NULL;
+    }
+    const char *d = PyBytes_AS_STRING(arg);
+    Py_ssize_t n = PyBytes_GET_SIZE(arg);
+    if (n < 16 || d[0] == '\r' || d[0] == '\n') Py_RETURN_NONE;
+    const char *head_end = memmem(d, (size_t)n, "\r\n\r\n", 4);
+    if (head_end == NULL) Py_RETURN_NONE;
+    Py_ssize_t hlen = head_end - d;
+    /* Printable ASCII and tabs, every CR followed by LF, every LF after a CR, no folding. */
+    for (Py_ssize_t i = 0; i < hlen; i++) {
+        unsigned char c = (unsigned char)d[i];
+        if (c >= 0x20 && c < 0x7f) continue;
+        if (c == '\t') continue;
+        if (c == '\r' && d[i + 1] == '\n' && i + 2 < hlen && !is_ws(d[i + 2])) {
+            i++;
+            continue;
+        }
+        Py_RETURN_NONE;
+    }
+
+    /* --- request line: METHOD SP URI SP SIP/2.0 ------------------------------------- */
+    const char *line_end = memmem(d, (size_t)hlen, "\r\n", 2);
+    if (line_end == NULL) Py_RETURN_NONE;  /* no header lines at all: no Via */
+    const char *sp1 = memchr(d, ' ', line_end - d);
+    if (sp1 == NULL || sp1 == d) Py_RETURN_NONE;
+    const char *sp2 = memchr(sp1 + 1, ' ', line_end - sp1 - 1);
+    if (sp2 == NULL || sp2 == sp1 + 1) Py_RETURN_NONE;
+    if (line_end - sp2 - 1 != 7 || memcmp(sp2 + 1, "SIP/2.0", 7) != 0) Py_RETURN_NONE;
+    for (const char *q = d; q < sp1; q++)
+        if (!is_token_char((unsigned char)*q)) Py_RETURN_NONE;
+    span method = {d, sp1 - d}, ruri = {sp1 + 1, sp2 - sp1 - 1};
+    sip_uri ru;
+    if (!read_sip_uri(ruri.p, ruri.n, &ru)) Py_RETURN_NONE;
+
+    /* --- header lines ------------------------------------------------------------------ */
+    PyObject *lines = PyList_New(0), *vias = PyList_New(0);
+    PyObject *req = NULL, *result = NULL;
+    span one[S_TIMESTAMP + 1];
+    PyObject *one_obj[S_TIMESTAMP + 1];
+    int count[S_TIMESTAMP + 1];
+    memset(count, 0, sizeof count);
+    memset(one_obj, 0, sizeof one_obj);
+    if (lines == NULL || vias == NULL) goto done;
+    const char *s = line_end + 2, *hend = d + hlen;
+    while (s < hend) {
+        const char *e = memmem(s, (size_t)(hend - s), "\r\n", 2);
+        if (e == NULL) e = hend;
+        const char *colon = memchr(s, ':', e - s);
+        if (colon == NULL) goto fallback;
+        int slot = 0;
+        PyObject *known = known_name(s, colon - s, &slot);
+        if (known == NULL) {
+            if (PyErr_Occurred()) goto done;
+            goto fallback;
+        }
+        if (slot == S_REQUIRE || slot == S_TIMESTAMP || slot < 0 || slot > S_TIMESTAMP) {
+            Py_DECREF(known);
+            goto fallback;
+        }
+        const char *v = colon + 1, *vend = e;
+        while (v < vend && is_ws(*v)) v++;
+        while (vend > v && is_ws(vend[-1])) vend--;
+        PyObject *value = str_of(v, vend - v);
+        if (value == NULL) {
+            Py_DECREF(known);
+            goto done;
+        }
+        PyObject *line = PyTuple_Pack(3, PyTuple_GET_ITEM(known, 0),
+                                      PyTuple_GET_ITEM(known, 1), value);
+        Py_DECREF(known);
+        if (line == NULL || PyList_Append(lines, line) < 0) {
+            Py_XDECREF(line);
+            Py_DECREF(value);
+            goto done;
+        }
+        Py_DECREF(line);
+        if (slot == S_VIA && PyList_Append(vias, value) < 0) {
+            Py_DECREF(value);
+            goto done;
+        }
+        if (slot != S_OTHER && count[slot]++ == 0) {
+            one[slot].p = v;
+            one[slot].n = vend - v;
+            one_obj[slot] = value;  /* borrowed: ``lines`` holds it */
+        }
+        Py_DECREF(value);
+        s = e + 2;
+    }
+    if (count[S_VIA] == 0 || count[S_FROM] != 1 || count[S_TO] != 1 ||
+        count[S_CALL_ID] != 1 || count[S_CSEQ] != 1 || count[S_LENGTH] > 1 ||
+        one[S_CALL_ID].n == 0)
+        goto fallback;
+
+    top_via via;
+    if (!read_via(one[S_VIA].p, one[S_VIA].n, &via)) goto fallback;
+
+    /* CSeq: 1-9 digits, whitespace, the request's method */
+    const char *c = one[S_CSEQ].p, *cend = c + one[S_CSEQ].n;
+    long cseq_num = 0;
+    const char *digits = c;
+    while (c < cend && *c >= '0' && *c <= '9' && c - digits < 10) cseq_num = cseq_num * 10 + (*c++ - '0');
+    if (c == digits || c - digits > 9 || c == cend || !is_ws(*c)) goto fallback;
+    while (c < cend && is_ws(*c)) c++;
+    if (cend - c != method.n || memcmp(c, method.p, method.n) != 0) goto fallback;
+
+    span from_uri, from_tag, to_uri, to_tag;
+    if (!read_address(one[S_FROM].p, one[S_FROM].n, &from_uri, &from_tag)) goto fallback;
+    if (!read_address(one[S_TO].p, one[S_TO].n, &to_uri, &to_tag)) goto fallback;
+    if (method.n == 8 && memcmp(method.p, "REGISTER", 8) == 0) {
+        /* RFC 3261 §10.2: the To of a REGISTER is a sip/sips AOR */
+        if (!(to_uri.n > 4 && memcmp(to_uri.p, "sip:", 4) == 0) &&
+            !(to_uri.n > 5 && memcmp(to_uri.p, "sips:", 5) == 0))
+            goto fallback;
+    }
+    span target = ru.user;
+    if (target.n < 0) {  /* no user in the Request-URI: the To URI's (SPEC §3.3) */
+        sip_uri tu;
+        if (!read_sip_uri(to_uri.p, to_uri.n, &tu)) goto fallback;
+        target = tu.user;
+    }
+
+    /* Content-Length: one value, digits, no more than the body has */
+    const char *body = head_end + 4;
+    Py_ssize_t body_len = d + n - body;
+    if (count[S_LENGTH] == 1) {
+        const char *l = one[S_LENGTH].p;
+        Py_ssize_t ln = one[S_LENGTH].n, length = 0;
+        if (ln == 0 || ln >= 10) goto fallback;
+        for (Py_ssize_t i = 0; i < ln; i++) {
+            if (l[i] < '0' || l[i] > '9') goto fallback;
+            length = length * 10 + (l[i] - '0');
+        }
+        if (length > body_len) goto fallback;
+        body_len = length;
+    }
+
+    /* --- the Request, field by field (its __init__ is Python: this is cheaper) ---------- */
+    PyObject *port = via.port >= 0 ? PyLong_FromLong(via.port) : Py_NewRef(Py_None);
+    PyObject *branch = via.branch.n >= 0 ? str_of(via.branch.p, via.branch.n)
+                                         : Py_NewRef(Py_None);
+    PyObject *via_host = str_of(via.host.p, via.host.n);
+    PyObject *tv_items = NULL;
+    if (port != NULL && branch != NULL && via_host != NULL)
+        tv_items = PyTuple_Pack(7, one_obj[S_VIA], via_host, port, branch,
+                                via.rport ? Py_True : Py_False,
+                                via.rport_empty ? Py_True : Py_False,
+                                via.received ? Py_True : Py_False);
+    Py_XDECREF(port);
+    Py_XDECREF(branch);
+    Py_XDECREF(via_host);
+    if (tv_items == NULL) goto done;
+    PyObject *args = PyTuple_Pack(1, tv_items);
+    Py_DECREF(tv_items);
+    if (args == NULL) goto done;
+    PyObject *tv = PyTuple_Type.tp_new(topvia_type, args, NULL);
+    Py_DECREF(args);
+    if (tv == NULL) goto done;
+
+    req = request_type->tp_alloc(request_type, 0);
+    if (req == NULL) {
+        Py_DECREF(tv);
+        goto done;
+    }
+    if (set_field(req, F_TOP_VIA, tv) < 0 ||
+        set_field(req, F_METHOD, str_of(method.p, method.n)) < 0 ||
+        set_field(req, F_URI, str_of(ruri.p, ruri.n)) < 0 ||
+        set_field(req, F_VERSION, Py_NewRef(sip_version)) < 0 ||
+        set_field(req, F_HEADER_LINES, Py_NewRef(lines)) < 0 ||
+        set_field(req, F_VIAS, Py_NewRef(vias)) < 0 ||
+        set_field(req, F_VIA_REST, Py_NewRef(Py_None)) < 0 ||
+        set_field(req, F_FROM, Py_NewRef(one_obj[S_FROM])) < 0 ||
+        set_field(req, F_TO, Py_NewRef(one_obj[S_TO])) < 0 ||
+        set_field(req, F_CALL_ID, Py_NewRef(one_obj[S_CALL_ID])) < 0 ||
+        set_field(req, F_CSEQ, Py_NewRef(one_obj[S_CSEQ])) < 0 ||
+        set_field(req, F_CSEQ_NUM, PyLong_FromLong(cseq_num)) < 0 ||
+        set_field(req, F_FROM_TAG, opt_str(from_tag)) < 0 ||
+        set_field(req, F_TO_TAG, opt_str(to_tag)) < 0 ||
+        set_field(req, F_TARGET_USER, opt_str(target)) < 0 ||
+        set_field(req, F_FROM_URI, str_of(from_uri.p, from_uri.n)) < 0 ||
+        set_field(req, F_TO_URI, str_of(to_uri.p, to_uri.n)) < 0 ||
+        set_field(req, F_REQUIRE, Py_NewRef(empty_tuple)) < 0 ||
+        set_field(req, F_TIMESTAMP, Py_NewRef(Py_None)) < 0 ||
+        set_field(req, F_URI_HOST, str_of(ru.host.p, ru.host.n)) < 0 ||
+        set_field(req, F_BODY, PyBytes_FromStringAndSize(body, body_len)) < 0 ||
+        set_field(req, F_PROBLEM, Py_NewRef(Py_None)) < 0)
+        goto done;
+    result = req;
+    req = NULL;
+    goto done;
+
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(req);
+    Py_XDECREF(lines);
+    Py_XDECREF(vias);
+    return result;
+}
+
+static PyObject *speedups_configure(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *rt, *tt, *keys, *hk;
+    if (!PyArg_ParseTuple(args, "O!O!O!O:configure", &PyType_Type, &rt, &PyType_Type, &tt,
+                          &PyDict_Type, &keys, &hk))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)tt, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "configure(): TopVia must be a tuple type");
+        return NULL;
+    }
+    PyObject *descr[N_FIELDS];
+    for (int i = 0; i < N_FIELDS; i++) {
+        descr[i] = PyObject_GetAttrString(rt, FIELD_NAMES[i]);
+        if (descr[i] == NULL || Py_TYPE(descr[i])->tp_descr_set == NULL) {
+            if (descr[i] != NULL)
+                PyErr_Format(PyExc_TypeError, "configure(): %s is not a slot",
+                             FIELD_NAMES[i]);
+            for (int j = 0; j <= i; j++) Py_XDECREF(descr[j]);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < N_FIELDS; i++) Py_XSETREF(field_descr[i], descr[i]);
+    Py_XSETREF(request_type, (PyTypeObject *)Py_NewRef(rt));
+    Py_XSETREF(topvia_type, (PyTypeObject *)Py_NewRef(tt));
+    Py_XSETREF(keys_cache, Py_NewRef(keys));
+    Py_XSETREF(header_key, Py_NewRef(hk));
+    for (int i = 0; i < NAME_CACHE; i++) Py_CLEAR(name_cache[i].known);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"parse", speedups_parse, METH_O,
+     "parse(data) -> Request | None: the common well-formed request, or None (use the "
+     "Python parser)."},
+    {"configure", speedups_configure, METH_VARARGS,
+     "configure(Request, TopVia, keys, header_key): the types and name cache to use."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "responder._speedups",
+    "The parser's fast path, compiled (see responder/_speedups.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    sip_version = PyUnicode_InternFromString("SIP/2.0");
+    empty_tuple = PyTuple_New(0);
+    if (sip_version == NULL || empty_tuple == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,264 @@
+"""The compiled fast path of the parser (responder/_speedups.c) against the Python parser.
+
+The fast path reads only plainly well-formed requests and returns None for anything
+else; for what it reads, its Request must equal ``parse_python``'s. Shown here over the
+RFC 4475/5118 corpus, requests as real peers write them (which must take the fast path),
+every single-byte mutation of those, and Hypothesis-built near-valid requests. The fuzz
+tests in test_parser_fuzz.py compare the two parsers on everything they generate too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from responder import parser
+from responder.errors import Discard
+from responder.message import Request
+
+PURE = bool(os.environ.get("SIP_RESPONDER_PURE"))
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+FAST = settings(max_examples=400, deadline=None, database=None)
+
+
+def fast(data: bytes) -> Request | None:
+    assert parser._fast_parse is not None
+    return parser._fast_parse(data)
+
+
+def python(data: bytes) -> Request | Discard:
+    try:
+        return parser.parse_python(data)
+    except Discard as exc:
+        return exc
+
+
+def agree(data: bytes) -> Request | None:
+    """The fast path's answer, after checking it is None or the Python parser's Request."""
+    got = fast(data)
+    if got is not None:
+        want = python(data)
+        assert isinstance(want, Request), (data, want)
+        if got.method == "REGISTER":  # parse() adds the Contact check to the fast path's
+            got = parser.parse(data)
+        assert got == want, data
+        assert want.problem is None or want.problem.reason == "Bad Contact"
+    return got
+
+
+needs_ext = pytest.mark.skipif(PURE, reason="SIP_RESPONDER_PURE is set: the extension is off")
+
+
+def test_the_extension_is_built_and_used() -> None:
+    """CI builds it (gcc and the Python headers are installed): a silent fallback to the
+    pure-Python parser would cost most of the speed (scripts/README.md)."""
+    if PURE:
+        assert parser._fast_parse is None
+    else:
+        assert parser._fast_parse is not None, "responder._speedups did not build"
+
+
+def test_sip_responder_pure_turns_it_off() -> None:
+    code = "from responder import parser; print(parser._fast_parse is None)"
+    env = {**os.environ, "SIP_RESPONDER_PURE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+# ------------------------------------------------------------------ what real peers send
+
+def msg(*lines: str, body: bytes = b"") -> bytes:
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+PEERS = {
+    "sipp-options": msg(
+        "OPTIONS sip:service@127.0.0.1:5060 SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0",
+        "From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag001",
+        "To: service <sip:service@127.0.0.1:5060>",
+        "Call-ID: 1-4242@127.0.0.1",
+        "CSeq: 1 OPTIONS",
+        "Contact: sip:sipp@127.0.0.1:5061",
+        "Max-Forwards: 70",
+        "Subject: Performance Test",
+        "Content-Length: 0"),
+    "sipp-invite": msg(
+        "INVITE sip:service@127.0.0.1:5060 SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-4242-1-0",
+        "From: sipp <sip:sipp@127.0.0.1:5061>;tag=4242SIPpTag001",
+        "To: service <sip:service@127.0.0.1:5060>",
+        "Call-ID: 1-4242@127.0.0.1",
+        "CSeq: 1 INVITE",
+        "Contact: sip:sipp@127.0.0.1:5061",
+        "Max-Forwards: 70",
+        "Content-Type: application/sdp",
+        f"Content-Length: {len(SDP)}", body=SDP),
+    "sipsak-options": msg(
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.1.1:40000;branch=z9hG4bK.1e2a3b4c;rport;alias",
+        "From: sip:sipsak@127.0.1.1:40000;tag=5a1d2c3b",
+        "To: sip:127.0.0.1:5060",
+        "Call-ID: 1234567890@127.0.1.1",
+        "CSeq: 1 OPTIONS",
+        "Contact: sip:sipsak@127.0.1.1:40000",
+        "Content-Length: 0",
+        "Max-Forwards: 70",
+        "User-Agent: sipsak 0.9.8.1",
+        "Accept: text/plain"),
+    "svmap": msg(
+        "OPTIONS sip:100@127.0.0.1 SIP/2.0",
+        "Via: SIP/2.0/UDP 127.0.1.1:5060;branch=z9hG4bK-3918224582;rport",
+        "Max-Forwards: 70",
+        'To: "100"<sip:100@127.0.0.1>',
+        'From: "100"<sip:100@127.0.0.1>;tag=3933353235353264313363340131393738353732363934',
+        "User-Agent: friendly-scanner",
+        "Call-ID: 419826768327582694138637",
+        "Contact: sip:100@127.0.1.1:5060",
+        "CSeq: 1 OPTIONS",
+        "Accept: application/sdp",
+        "Content-Length: 0"),
+    "register-ipv6-via": msg(
+        "REGISTER sip:lab.example SIP/2.0",
+        "Via: SIP/2.0/UDP [2001:db8::10]:5062;rport;branch=z9hG4bK-reg-1",
+        "Max-Forwards: 70",
+        "From: <sip:1000@lab.example>;tag=ft-3",
+        "To: <sip:1000@lab.example>",
+        "Call-ID: reg-1@client.example",
+        "CSeq: 2 REGISTER",
+        "Contact: <sip:1000@192.0.2.10:5062>;expires=3600",
+        "Expires: 3600",
+        "Content-Length: 0"),
+    "two-vias-received-compact": msg(
+        "BYE sip:alice:secret@lab.example:5070;transport=udp SIP/2.0",
+        "v: SIP/2.0/UDP proxy.example:5060;branch=z9hG4bKp1;received=192.0.2.1;rport=5060",
+        "v: SIP/2.0/TCP 192.0.2.10;branch=z9hG4bKc1",
+        "f: \"Alice Smith\" <sip:alice@client.example>;tag=a1",
+        "t: Bob <sip:bob@lab.example>;tag=b1",
+        "i: abc@client.example",
+        "CSeq: 7 BYE",
+        "l: 0"),
+    "no-content-length": msg(
+        "MESSAGE sip:bob@lab.example SIP/2.0",
+        "Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-m1",
+        "From: <sip:alice@client.example>;tag=m1",
+        "To: <sip:bob@lab.example>",
+        "Call-ID: m1@client.example",
+        "CSeq: 1 MESSAGE", body=b"hello"),
+}
+
+
+@needs_ext
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_what_peers_send_takes_the_fast_path(name: str) -> None:
+    req = agree(PEERS[name])
+    assert req is not None, f"{name} fell back to the Python parser"
+    assert req.problem is None
+
+
+@needs_ext
+def test_the_fields_it_fills() -> None:
+    req = agree(PEERS["two-vias-received-compact"])
+    assert req is not None
+    tv = req.top_via
+    assert (tv.host, tv.port, tv.branch, tv.rport, tv.rport_empty, tv.received) == (
+        "proxy.example", 5060, "z9hG4bKp1", True, False, True)
+    assert (req.from_uri, req.from_tag, req.to_uri, req.to_tag) == (
+        "sip:alice@client.example", "a1", "sip:bob@lab.example", "b1")
+    assert (req.target_user, req.uri_host, req.cseq_num, req.body) == (
+        "alice", "lab.example", 7, b"")
+    assert [h[1] for h in req.header_lines] == ["v", "v", "f", "t", "i", "CSeq", "l"]
+    # No user in the Request-URI: the To URI's user is the target (SPEC §3.3).
+    options = agree(PEERS["sipsak-options"])
+    assert options is not None and options.target_user is None
+    assert agree(PEERS["no-content-length"]).body == b"hello"  # type: ignore[union-attr]
+
+
+@needs_ext
+def test_register_contacts_are_still_checked() -> None:
+    bad = PEERS["register-ipv6-via"].replace(b"Contact: <sip:1000@192.0.2.10:5062>",
+                                             b"Contact: <sip:1000@192.0.2.10:5062>;;x")
+    assert fast(bad) is not None  # read by the fast path; the contact check is Python's
+    req = parser.parse(bad)
+    assert req.problem is not None and req.problem.reason == "Bad Contact"
+    assert req == python(bad)
+
+
+@needs_ext
+@pytest.mark.parametrize("name", sorted(PEERS))
+def test_every_single_byte_mutation(name: str) -> None:
+    base = PEERS[name]
+    specials = b" \t\r\n:;,\"<>@[]=?%\\/\x00\x7f\xc3"
+    accepted = 0
+    for i in range(len(base)):
+        for b in specials:
+            for data in (base[:i] + bytes([b]) + base[i + 1:], base[:i] + bytes([b]) + base[i:]):
+                accepted += agree(data) is not None
+            assert agree(base[:i]) is None or base[:i].endswith(b"\r\n\r\n") or \
+                b"\r\n\r\n" in base[:i]
+    assert accepted > 0
+
+
+@needs_ext
+def test_the_corpus() -> None:
+    manifest = CORPUS / "manifest.json"
+    if not manifest.exists():
+        pytest.fail(f"no manifest at {manifest}")
+    messages = json.loads(manifest.read_text())["messages"]
+    taken = 0
+    for m in messages:
+        taken += agree((CORPUS / m["file"]).read_bytes()) is not None
+    assert len(messages) == 61
+    assert 0 < taken < len(messages)  # the plain ones take it, the torture ones do not
+
+
+@needs_ext
+def test_not_bytes() -> None:
+    with pytest.raises(TypeError):
+        parser._fast_parse("OPTIONS sip:a SIP/2.0\r\n\r\n")  # type: ignore[misc, arg-type]
+
+
+# ------------------------------------------------------------------ near-valid requests
+
+TRICKY = st.sampled_from(["", " ", "\t", ";", ";;", "=", ",", '"', "<", ">", "@", ":",
+                          "[", "]", "?", "%41", "\\", "tag", ";tag=", "TAG", "x", "é"])
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> bytes:
+    """A valid request with random, often odd, pieces put into its values."""
+    base = draw(st.sampled_from(sorted(PEERS.values())))
+    head, _, body = base.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(0, len(lines) - 1))
+        line = lines[i]
+        at = draw(st.integers(0, len(line)))
+        cut = draw(st.integers(0, 3))
+        lines[i] = line[:at] + draw(TRICKY) + line[at + cut:]
+    if draw(st.booleans()):
+        lines = [lines[0], *draw(st.permutations(lines[1:]))]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+@needs_ext
+@given(near_valid())
+@FAST
+def test_near_valid_requests(data: bytes) -> None:
+    agree(data)
+
+
+@needs_ext
+@given(st.binary(max_size=600))
+@FAST
+def test_any_bytes(data: bytes) -> None:
+    agree(data)
