@@ -7,12 +7,19 @@
  * Python parser, which owns every problem (400s) and every discard. So this file never
  * decides that input is bad; it only recognises input that is plainly good.
  *
+ * recv_many/send_many move datagrams in batches (recvmmsg/sendmmsg): one system call for
+ * many datagrams instead of one each, and no exception per empty socket.
+ *
  * tests/test_speedups.py holds the two parsers to that: over the RFC 4475 corpus, the
  * test messages and Hypothesis-made variants, this one returns None or an equal Request.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* Request fields, in the dataclass's order (responder/message.py). */
 enum {
@@ -571,12 +578,227 @@ static PyObject *speedups_configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+
+/* ------------------------------------------------------------------ datagrams in batches */
+
+#define MANY 64
+#define DGRAM 65536
+static char *rx_buf;  /* MANY * DGRAM, allocated on first use */
+
+/* Host strings by address: the same peer sends many datagrams (IPv4 only; v6 is made). */
+#define HOSTS 256
+static struct { uint32_t addr; PyObject *host; } host_cache[HOSTS];
+
+static PyObject *ipv4_host(uint32_t addr) {
+    unsigned i = (addr ^ (addr >> 8) ^ (addr >> 16) ^ (addr >> 24)) & (HOSTS - 1);
+    if (host_cache[i].host != NULL && host_cache[i].addr == addr)
+        return Py_NewRef(host_cache[i].host);
+    char text[INET_ADDRSTRLEN];
+    struct in_addr a = {addr};
+    if (inet_ntop(AF_INET, &a, text, sizeof text) == NULL) return PyErr_SetFromErrno(PyExc_OSError);
+    PyObject *host = PyUnicode_FromString(text);
+    if (host == NULL) return NULL;
+    Py_XSETREF(host_cache[i].host, Py_NewRef(host));
+    host_cache[i].addr = addr;
+    return host;
+}
+
+static PyObject *source_of(struct sockaddr_storage *ss) {
+    PyObject *host, *port;
+    if (ss->ss_family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        host = ipv4_host(sin->sin_addr.s_addr);
+        port = host ? PyLong_FromLong(ntohs(sin->sin_port)) : NULL;
+    } else if (ss->ss_family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        char text[INET6_ADDRSTRLEN];
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof text) == NULL)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        host = PyUnicode_FromString(text);
+        port = host ? PyLong_FromLong(ntohs(sin6->sin6_port)) : NULL;
+    } else {
+        PyErr_SetString(PyExc_OSError, "recv_many: not an IP datagram socket");
+        return NULL;
+    }
+    if (port == NULL) {
+        Py_XDECREF(host);
+        return NULL;
+    }
+    PyObject *t = PyTuple_Pack(2, host, port);
+    Py_DECREF(host);
+    Py_DECREF(port);
+    return t;
+}
+
+static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
+    (void)self;
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "recv_many: not a file descriptor");
+        return NULL;
+    }
+    if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL)
+        return PyErr_NoMemory();
+    struct mmsghdr msgs[MANY];
+    struct iovec iov[MANY];
+    struct sockaddr_storage addrs[MANY];
+    for (int i = 0; i < MANY; i++) {
+        iov[i].iov_base = rx_buf + (size_t)i * DGRAM;
+        iov[i].iov_len = DGRAM;
+        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &addrs[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+    }
+    int got, err;
+    Py_BEGIN_ALLOW_THREADS
+    got = recvmmsg((int)fd, msgs, MANY, MSG_DONTWAIT, NULL);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (got < 0) {
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return PyList_New(0);
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(got);
+    if (out == NULL) return NULL;
+    for (int i = 0; i < got; i++) {
+        PyObject *data = PyBytes_FromStringAndSize(iov[i].iov_base, msgs[i].msg_len);
+        PyObject *source = data ? source_of(&addrs[i]) : NULL;
+        PyObject *pair = source ? PyTuple_Pack(2, data, source) : NULL;
+        Py_XDECREF(data);
+        Py_XDECREF(source);
+        if (pair == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, pair);
+    }
+    return out;
+}
+
+/* Destination addresses by host string object: responses go to the source a datagram
+ * came from, whose host string recv_many made (and keeps in host_cache). */
+#define DESTS 64
+static struct { PyObject *host; int family; struct in6_addr addr; } dest_cache[DESTS];
+
+static int dest_of(PyObject *dest, int family, struct sockaddr_storage *ss, socklen_t *len) {
+    if (!PyTuple_Check(dest) || PyTuple_GET_SIZE(dest) < 2) return -1;
+    PyObject *host = PyTuple_GET_ITEM(dest, 0);
+    long port = PyLong_AsLong(PyTuple_GET_ITEM(dest, 1));
+    if (port == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (!PyUnicode_Check(host) || port < 0 || port > 65535) return -1;
+    unsigned i = (unsigned)(((uintptr_t)host >> 4) & (DESTS - 1));
+    if (dest_cache[i].host != host || dest_cache[i].family != family) {
+        const char *text = PyUnicode_AsUTF8(host);
+        struct in6_addr a;
+        if (text == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        if (inet_pton(family, text, &a) != 1) return -1;
+        Py_XSETREF(dest_cache[i].host, Py_NewRef(host));
+        dest_cache[i].family = family;
+        dest_cache[i].addr = a;
+    }
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t)port);
+        memcpy(&sin->sin_addr, &dest_cache[i].addr, sizeof sin->sin_addr);
+        *len = sizeof *sin;
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t)port);
+        sin6->sin6_addr = dest_cache[i].addr;
+        *len = sizeof *sin6;
+    }
+    return 0;
+}
+
+/* send_many(fd, family, outs): each item a tuple (dest, data, ...) -- an engine Outgoing;
+ * items whose data is None or whose fifth field (forward) is set are not sent. Returns how
+ * many could not be sent (a full buffer, an unreachable peer, an address it cannot read). */
+static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
+    (void)self;
+    int fd, family;
+    PyObject *outs;
+    if (!PyArg_ParseTuple(args, "iiO!:send_many", &fd, &family, &PyList_Type, &outs))
+        return NULL;
+    if (family != AF_INET && family != AF_INET6) {
+        PyErr_SetString(PyExc_ValueError, "send_many: family is AF_INET or AF_INET6");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(outs), errors = 0, i = 0;
+    struct mmsghdr msgs[MANY];
+    struct iovec iov[MANY];
+    struct sockaddr_storage addrs[MANY];
+    PyObject *held[MANY];  /* the data objects, kept alive while the GIL is released */
+    while (i < n) {
+        int k = 0;
+        for (; i < n && k < MANY; i++) {
+            PyObject *item = PyList_GET_ITEM(outs, i);
+            if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2) {
+                errors++;
+                continue;
+            }
+            PyObject *data = PyTuple_GET_ITEM(item, 1);
+            if (data == Py_None) continue;
+            if (PyTuple_GET_SIZE(item) > 4 && PyTuple_GET_ITEM(item, 4) != Py_None) continue;
+            socklen_t alen;
+            if (!PyBytes_Check(data) ||
+                dest_of(PyTuple_GET_ITEM(item, 0), family, &addrs[k], &alen) < 0) {
+                errors++;
+                continue;
+            }
+            held[k] = Py_NewRef(data);
+            iov[k].iov_base = PyBytes_AS_STRING(data);
+            iov[k].iov_len = (size_t)PyBytes_GET_SIZE(data);
+            memset(&msgs[k].msg_hdr, 0, sizeof msgs[k].msg_hdr);
+            msgs[k].msg_hdr.msg_iov = &iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+            msgs[k].msg_hdr.msg_name = &addrs[k];
+            msgs[k].msg_hdr.msg_namelen = alen;
+            k++;
+        }
+        int done = 0;
+        Py_BEGIN_ALLOW_THREADS
+        while (done < k) {
+            int r = sendmmsg(fd, msgs + done, (unsigned)(k - done), MSG_DONTWAIT);
+            if (r > 0) {
+                done += r;
+            } else if (r < 0 && errno == EINTR) {
+                continue;
+            } else {
+                done++;  /* this one failed (UDP: a full buffer or an unreachable peer) */
+                errors++;
+            }
+        }
+        Py_END_ALLOW_THREADS
+        for (int j = 0; j < k; j++) Py_DECREF(held[j]);
+    }
+    return PyLong_FromSsize_t(errors);
+}
+
 static PyMethodDef methods[] = {
     {"parse", speedups_parse, METH_O,
      "parse(data) -> Request | None: the common well-formed request, or None (use the "
      "Python parser)."},
     {"configure", speedups_configure, METH_VARARGS,
      "configure(Request, TopVia, keys, header_key): the types and name cache to use."},
+    {"recv_many", speedups_recv_many, METH_O,
+     "recv_many(fd) -> [(data, (host, port)), ...]: up to 64 datagrams waiting on a "
+     "non-blocking UDP socket, [] when none is."},
+    {"send_many", speedups_send_many, METH_VARARGS,
+     "send_many(fd, family, outs) -> int: send each Outgoing's data to its dest; returns "
+     "how many could not be sent."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -169,30 +169,84 @@ def build(
     content_type: str | None = None,
 ) -> bytes:
     """One response to ``req``. ``tag`` is added to To when the request's To has none."""
-    lines = [f"SIP/2.0 {code} {reason}"]
-    first = top_via(req, ctx.source)
-    lines.append(f"Via: {first}{req.via_rest}" if req.via_rest is not None else f"Via: {first}")
-    lines.extend(f"Via: {v}" for v in req.vias[1:])
-    if req.from_ is not None:
-        lines.append(f"From: {req.from_}")
-    if req.to is not None:
-        if code != 100 and req.to_tag is None and tag:
-            lines.append(f"To: {req.to};tag={tag}")
-        else:
-            lines.append(f"To: {req.to}")  # 100 Trying never carries a tag (RFC 3261 §8.2.6.1)
-    if req.call_id is not None:
-        lines.append(f"Call-ID: {req.call_id}")
-    if req.cseq is not None:
-        lines.append(f"CSeq: {req.cseq}")
-    if code == 100 and req.timestamp is not None:
-        lines.append(f"Timestamp: {req.timestamp}")
+    tail, _ = _tail(req, ctx, code, headers, body, content_type)
+    return _head(req, ctx, code, reason, tag).encode("utf-8", "surrogateescape") + tail
 
-    given = {name.lower() for name, _ in headers}
+
+# build_step's cache: (id(step), method, Contact or None) -> (step, identity, tail). The
+# entry keeps its step alive, so an id is never reused while its entry exists.
+_TAILS: dict[tuple[int, str, str | None], tuple[Step, Identity, bytes]] = {}
+TAILS_LIMIT = 4096  # distinct (step, method, Contact) tails kept; then the cache starts over
+
+
+def build_step(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes:
+    """:func:`build` for a rule's step, with the part after CSeq cached.
+
+    That part depends on the request only through its method (and, for a dialog-creating
+    response, our Contact), except for REGISTER bindings and challenges: those are built
+    every time.
+    """
     method = req.method
-    if 100 < code < 300 and method in DIALOG_METHODS:
-        lines.extend(f"Record-Route: {v}" for v in req.header_values("record-route"))
-        if "contact" not in given:
-            lines.append(f"Contact: {_contact(req, ctx)}")
+    code = step.code
+    contact = _contact(req, ctx) if 100 < code < 300 and method in DIALOG_METHODS else None
+    key = (id(step), method, contact)
+    hit = _TAILS.get(key)
+    if hit is not None and hit[0] is step and hit[1] is ctx.identity:
+        tail = hit[2]
+    else:
+        tail, static = _tail(req, ctx, code, step.headers, step.body, step.content_type)
+        if static:
+            if len(_TAILS) >= TAILS_LIMIT:
+                _TAILS.clear()
+            _TAILS[key] = (step, ctx.identity, tail)
+    return _head(req, ctx, code, step.reason, tag).encode("utf-8", "surrogateescape") + tail
+
+
+def _head(req: Request, ctx: Context, code: int, reason: str, tag: str | None) -> str:
+    """Status line to CSeq (and Timestamp, Record-Route): what is copied from the request."""
+    via = top_via(req, ctx.source)
+    if req.via_rest is not None:
+        via += req.via_rest
+    vias = req.vias
+    more = "".join(f"Via: {v}\r\n" for v in vias[1:]) if len(vias) > 1 else ""
+    from_, to, call_id, cseq = req.from_, req.to, req.call_id, req.cseq
+    if to is not None and code != 100 and req.to_tag is None and tag:
+        to = f"{to};tag={tag}"  # 100 Trying never carries a tag (RFC 3261 §8.2.6.1)
+    if from_ is not None and to is not None and call_id is not None and cseq is not None:
+        head = (f"SIP/2.0 {code} {reason}\r\nVia: {via}\r\n{more}From: {from_}\r\n"
+                f"To: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n")
+    else:  # a request with a Problem may lack any of them
+        head = f"SIP/2.0 {code} {reason}\r\nVia: {via}\r\n{more}" + "".join(
+            f"{name}: {value}\r\n" for name, value in (
+                ("From", from_), ("To", to), ("Call-ID", call_id), ("CSeq", cseq))
+            if value is not None)
+    if code == 100 and req.timestamp is not None:
+        head += f"Timestamp: {req.timestamp}\r\n"
+    if 100 < code < 300 and req.method in DIALOG_METHODS:
+        head += "".join(f"Record-Route: {v}\r\n" for v in req.header_values("record-route"))
+    return head
+
+
+# Required headers whose default depends on the request or the time, not only the code.
+_DYNAMIC = frozenset({"www-authenticate", "proxy-authenticate", "unsupported"})
+
+
+def _tail(
+    req: Request,
+    ctx: Context,
+    code: int,
+    headers: tuple[tuple[str, str], ...],
+    body: bytes,
+    content_type: str | None,
+) -> tuple[bytes, bool]:
+    """Contact to the body; and whether it depends only on the code, the step's overrides,
+    the method, the identity and (for dialog-creating responses) our Contact."""
+    lines = []
+    given = {name.lower() for name, _ in headers} if headers else set()
+    method = req.method
+    static = True
+    if 100 < code < 300 and method in DIALOG_METHODS and "contact" not in given:
+        lines.append(f"Contact: {_contact(req, ctx)}")
     if 200 <= code < 300:
         if method == "OPTIONS":
             for name, value in (("Allow", ALLOW), ("Accept", ACCEPT),
@@ -201,10 +255,12 @@ def build(
                     lines.append(f"{name}: {value}" if value else f"{name}:")
         elif method == "REGISTER" and "contact" not in given:
             lines.extend(f"Contact: {c}" for c in _register_contacts(req))
+            static = False
     for name in codes.required_headers(code):
         key = name.lower()
         if key not in given:
             lines.append(f"{name}: {_DEFAULTS[key](req, ctx)}")
+            static = static and key not in _DYNAMIC
     lines.extend(f"{name}: {value}" for name, value in headers)
     if ctx.identity.server and "server" not in given:
         lines.append(f"Server: {ctx.identity.server}")
@@ -213,7 +269,7 @@ def build(
     lines.append(f"Content-Length: {len(body)}")
     lines.append("")
     lines.append("")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body, static
 
 
 def build_fault(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes:

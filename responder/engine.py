@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .auth import AuthConfig, Verdict, challenge, verify
-from .builder import Addr, Context, build, build_fault
+from .builder import Addr, Context, build_fault, build_step
 from .errors import Discard
 from .message import Request
 from .parser import parse
@@ -379,8 +379,7 @@ class Engine:
     ) -> Outgoing:
         """One response, sent at ``time``, ``delay`` after the request arrived."""
         if step.fault is None:
-            data = build(req, ctx, step.code, step.reason, tag, step.headers, step.body,
-                         step.content_type)
+            data = build_step(req, ctx, step, tag)
         else:
             data = build_fault(req, ctx, step, tag)
         self.counters.answered += 1

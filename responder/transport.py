@@ -14,10 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Callable
 
 from .engine import Engine, Exchange, Outgoing
+
+MANY = 64  # datagrams per recv_many (its C buffer count)
+RecvMany = Callable[[int], list[tuple[bytes, tuple[str, int]]]]
+SendMany = Callable[[int, int, list[Outgoing]], int]
+
+
+def _batch_calls() -> tuple[RecvMany, SendMany] | None:
+    """The compiled recvmmsg/sendmmsg calls, unless not built or SIP_RESPONDER_PURE is set."""
+    if os.environ.get("SIP_RESPONDER_PURE"):
+        return None
+    try:
+        from ._speedups import recv_many, send_many
+    except ImportError:
+        return None
+    return recv_many, send_many
+
+
+BATCH_CALLS = _batch_calls()
 
 BATCH = 256
 # Responses are sent in runs of up to FLUSH, back to back, rather than one between every two
@@ -81,7 +100,10 @@ class UdpTransport:
     def add(self, sock: socket.socket) -> Addr:
         local: Addr = sock.getsockname()[:2]
         self.sockets[local] = sock
-        self.loop.add_reader(sock.fileno(), self._readable, sock, local)
+        if BATCH_CALLS is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            self.loop.add_reader(sock.fileno(), self._readable_many, sock, local)
+        else:
+            self.loop.add_reader(sock.fileno(), self._readable, sock, local)
         return local
 
     def add_inbox(self, sock: socket.socket) -> None:
@@ -123,6 +145,44 @@ class UdpTransport:
         if exchanges:
             self.on_exchanges(exchanges)
         self._arm()
+
+    def _readable_many(self, sock: socket.socket, local: Addr) -> None:
+        """:meth:`_readable` with recvmmsg/sendmmsg: up to MANY datagrams a system call,
+        their responses sent together after them (one run per batch received)."""
+        assert BATCH_CALLS is not None
+        recv_many, send_many = BATCH_CALLS
+        receive = self.engine.receive
+        now = self.loop.time()
+        exchanges: list[Exchange] = []
+        fd, family = sock.fileno(), sock.family
+        for _ in range(BATCH // MANY):
+            try:
+                batch = recv_many(fd)
+            except OSError:
+                continue  # e.g. ICMP port unreachable reported on this socket
+            ready: list[Outgoing] = []
+            for data, source in batch:
+                outs = receive(data, source, now, local)
+                if outs:
+                    ready += outs
+            if ready:
+                if self.peers:
+                    self._forward(ready)
+                for out in ready:
+                    if out.exchange is not None:
+                        exchanges.append(out.exchange)
+                self.send_errors += send_many(fd, family, ready)
+            if len(batch) < MANY:
+                break
+        if exchanges:
+            self.on_exchanges(exchanges)
+        self._arm()
+
+    def _forward(self, outs: list[Outgoing]) -> None:
+        for out in outs:
+            if out.forward is not None:
+                with contextlib.suppress(OSError):
+                    self.peers[out.forward].send(pack_forward(out.local, out.dest, out.data or b""))
 
     def _forwarded(self, inbox: socket.socket) -> None:
         now = self.loop.time()

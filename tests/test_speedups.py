@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import ResponderProcess, SipClient, has_ipv6_loopback
 
 from responder import parser
 from responder.errors import Discard
@@ -262,3 +264,85 @@ def test_near_valid_requests(data: bytes) -> None:
 @FAST
 def test_any_bytes(data: bytes) -> None:
     agree(data)
+
+
+# ------------------------------------------------------------------ datagrams in batches
+
+def _pair(family: socket.AddressFamily, host: str) -> tuple[socket.socket, socket.socket]:
+    server, peer = socket.socket(family, socket.SOCK_DGRAM), socket.socket(family,
+                                                                          socket.SOCK_DGRAM)
+    server.bind((host, 0))
+    server.setblocking(False)
+    peer.bind((host, 0))
+    peer.settimeout(5)
+    return server, peer
+
+
+FAMILIES = [pytest.param(socket.AF_INET, "127.0.0.1", id="ipv4"),
+            pytest.param(socket.AF_INET6, "::1", id="ipv6",
+                         marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1"))]
+
+
+@needs_ext
+@pytest.mark.parametrize(("family", "host"), FAMILIES)
+def test_recv_many_and_send_many(family: socket.AddressFamily, host: str) -> None:
+    from responder._speedups import recv_many, send_many
+
+    server, peer = _pair(family, host)
+    with server, peer:
+        assert recv_many(server.fileno()) == []  # nothing waiting: no error, no exception
+        sizes = [0, 1, 1500, 65507 if family == socket.AF_INET else 65487, *range(2, 80)]
+        sent = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
+        for data in sent:
+            peer.sendto(data, server.getsockname()[:2])
+        got: list[tuple[bytes, tuple[str, int]]] = []
+        while len(got) < len(sent):
+            batch = recv_many(server.fileno())
+            assert 0 < len(batch) <= 64  # at most one buffer set per call
+            got += batch
+        assert [d for d, _ in got] == sent  # whole datagrams, in order
+        assert {src for _, src in got} == {peer.getsockname()[:2]}
+        source = got[0][1]
+        outs = [
+            (source, b"first"),
+            (source, None),                   # a drop: nothing sent
+            (source, b"forwarded", None, None, 1),  # for another worker: not sent here
+            (("no-such-host", 5060), b"x"),  # not an address: counted, not sent
+            (source, b"last", None, None, None),
+        ]
+        assert send_many(server.fileno(), family, outs) == 1
+        assert peer.recv(100) == b"first"
+        assert peer.recv(100) == b"last"
+        many = [(source, b"%d" % i) for i in range(150)]  # more than one sendmmsg batch
+        assert send_many(server.fileno(), family, many) == 0
+        assert [peer.recv(100) for _ in many] == [d for _, d in many]
+
+
+def test_the_same_bytes_with_and_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same seed, same datagrams: the compiled paths (parser, batch I/O) and the pure-Python
+    ones send the same responses, byte for byte, in the same order."""
+    manifest = json.loads((CORPUS / "manifest.json").read_text())["messages"]
+    datagrams = [*PEERS.values(), *((CORPUS / m["file"]).read_bytes() for m in manifest)]
+    outputs = []
+    client: SipClient | None = None
+    try:
+        for pure in (False, True):
+            if pure:
+                monkeypatch.setenv("SIP_RESPONDER_PURE", "1")
+            else:
+                monkeypatch.delenv("SIP_RESPONDER_PURE", raising=False)
+            with ResponderProcess("--seed", "7") as server:
+                client = client or SipClient(server.address)
+                client.server = server.address
+                for data in datagrams:
+                    client.send(data)
+                got = client.recv_all_until(client.send_sentinel())
+                port = b":%d" % server.address[1]
+                outputs.append([d.replace(port, b":PORT") for d in got])
+                assert server.stop() == 0
+    finally:
+        if client is not None:
+            client.close()
+    fast_out, pure_out = outputs
+    assert len(fast_out) > len(PEERS)
+    assert fast_out == pure_out
