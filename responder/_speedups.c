@@ -56,6 +56,30 @@ typedef struct {
 } name_entry;
 static name_entry name_cache[NAME_CACHE];
 
+/* Method strings, made once: every request carries one, and a str made once keeps its
+ * hash (the engine and the rules look methods up in dicts and sets). */
+#define METHOD_CACHE 32
+#define METHOD_MAX_LEN 16
+static struct { Py_ssize_t len; char name[METHOD_MAX_LEN]; PyObject *str; } method_cache[METHOD_CACHE];
+
+static PyObject *str_of(const char *p, Py_ssize_t n);
+static unsigned hash_bytes(const char *p, Py_ssize_t n);
+
+static PyObject *method_str(const char *p, Py_ssize_t n) {
+    if (n > METHOD_MAX_LEN) return str_of(p, n);
+    unsigned i = hash_bytes(p, n) & (METHOD_CACHE - 1);
+    if (method_cache[i].str != NULL && method_cache[i].len == n &&
+        memcmp(method_cache[i].name, p, n) == 0)
+        return Py_NewRef(method_cache[i].str);
+    PyObject *str = str_of(p, n);
+    if (str == NULL) return NULL;
+    PyUnicode_InternInPlace(&str);
+    Py_XSETREF(method_cache[i].str, Py_NewRef(str));
+    method_cache[i].len = n;
+    memcpy(method_cache[i].name, p, n);
+    return str;
+}
+
 static int is_token_char(unsigned char c) {
     /* TOKEN_CHARS in responder/uri.py: A-Za-z0-9 - . ! % * _ + ` ' ~ */
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -354,7 +378,14 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
     const char *d = PyBytes_AS_STRING(arg);
     Py_ssize_t n = PyBytes_GET_SIZE(arg);
     if (n < 16 || d[0] == '\r' || d[0] == '\n') Py_RETURN_NONE;
-    const char *head_end = memmem(d, (size_t)n, "\r\n\r\n", 4);
+    const char *head_end = NULL;  /* the first CRLF CRLF */
+    for (const char *q = d; (q = memchr(q, '\r', (size_t)(d + n - q))) != NULL; q++) {
+        if (d + n - q < 4) break;
+        if (q[1] == '\n' && q[2] == '\r' && q[3] == '\n') {
+            head_end = q;
+            break;
+        }
+    }
     if (head_end == NULL) Py_RETURN_NONE;
     Py_ssize_t hlen = head_end - d;
     /* Printable ASCII and tabs, every CR followed by LF, every LF after a CR, no folding. */
@@ -370,7 +401,8 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
     }
 
     /* --- request line: METHOD SP URI SP SIP/2.0 ------------------------------------- */
-    const char *line_end = memmem(d, (size_t)hlen, "\r\n", 2);
+    /* Every CR in the head is followed by LF (checked above): a line ends at the next CR. */
+    const char *line_end = memchr(d, '\r', (size_t)hlen);
     if (line_end == NULL) Py_RETURN_NONE;  /* no header lines at all: no Via */
     const char *sp1 = memchr(d, ' ', line_end - d);
     if (sp1 == NULL || sp1 == d) Py_RETURN_NONE;
@@ -394,7 +426,7 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
     if (lines == NULL || vias == NULL) goto done;
     const char *s = line_end + 2, *hend = d + hlen;
     while (s < hend) {
-        const char *e = memmem(s, (size_t)(hend - s), "\r\n", 2);
+        const char *e = memchr(s, '\r', (size_t)(hend - s));
         if (e == NULL) e = hend;
         const char *colon = memchr(s, ':', e - s);
         if (colon == NULL) goto fallback;
@@ -513,7 +545,7 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
         goto done;
     }
     if (set_field(req, F_TOP_VIA, tv) < 0 ||
-        set_field(req, F_METHOD, str_of(method.p, method.n)) < 0 ||
+        set_field(req, F_METHOD, method_str(method.p, method.n)) < 0 ||
         set_field(req, F_URI, str_of(ruri.p, ruri.n)) < 0 ||
         set_field(req, F_VERSION, Py_NewRef(sip_version)) < 0 ||
         set_field(req, F_HEADER_LINES, Py_NewRef(lines)) < 0 ||
@@ -787,12 +819,360 @@ static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
     return PyLong_FromSsize_t(errors);
 }
 
+/* ------------------------------------------------------------------ response heads */
+
+/* respond(req, code, reason, tag, source, record_route, tail) -> bytes | None: the status
+ * line, Via (with received/rport as responder.builder.top_via writes them), From, To (and
+ * our tag), Call-ID, CSeq (and Record-Route), then ``tail`` -- the bytes responder.builder
+ * builds. None for anything but the common case (non-ASCII text, a Timestamp to echo, a
+ * sent-by that may be the source address written another way, an odd Via): the caller
+ * then builds it in Python. tests/test_speedups.py compares the two. */
+
+#define PIECES 256
+typedef struct {
+    const char *p[PIECES];
+    Py_ssize_t n[PIECES];
+    int k, full;
+    Py_ssize_t total;
+} pieces;
+
+static int put(pieces *ps, const char *p, Py_ssize_t n) {
+    if (ps->k == PIECES) {
+        ps->full = 1;  /* more pieces than room: the caller falls back */
+        return -1;
+    }
+    ps->p[ps->k] = p;
+    ps->n[ps->k++] = n;
+    ps->total += n;
+    return 0;
+}
+
+/* An ASCII str's text, or NULL (not a str, or not ASCII). */
+static const char *ascii(PyObject *o, Py_ssize_t *n) {
+    if (o == NULL || !PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o)) return NULL;
+    *n = PyUnicode_GET_LENGTH(o);
+    return (const char *)PyUnicode_DATA(o);
+}
+
+static int put_str(pieces *ps, PyObject *o) {
+    Py_ssize_t n;
+    const char *p = ascii(o, &n);
+    return p == NULL ? -1 : put(ps, p, n);
+}
+
+static PyObject *get_field(PyObject *req, int field) {
+    PyObject *d = field_descr[field];
+    return Py_TYPE(d)->tp_descr_get(d, req, (PyObject *)request_type);
+}
+
+static int could_be_ip(const char *p, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') ||
+              c == '.' || c == ':' || c == '%' || c == '[' || c == ']'))
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *speedups_respond(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *req, *reason, *tag, *source, *tail;
+    int code, record_route;
+    if (!PyArg_ParseTuple(args, "OiUOO!pO!:respond", &req, &code, &reason, &tag,
+                          &PyTuple_Type, &source, &record_route, &PyBytes_Type, &tail))
+        return NULL;
+    if (request_type == NULL || Py_TYPE(req) != request_type || code < 100 || code > 699 ||
+        PyTuple_GET_SIZE(source) < 2)
+        Py_RETURN_NONE;
+    PyObject *f[N_FIELDS] = {NULL};
+    static const int wanted[] = {F_VIAS, F_TOP_VIA, F_VIA_REST, F_FROM, F_TO, F_CALL_ID,
+                                 F_CSEQ, F_TO_TAG, F_TIMESTAMP, F_HEADER_LINES};
+    PyObject *result = NULL;
+    for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++)
+        if ((f[wanted[i]] = get_field(req, wanted[i])) == NULL) goto done;
+    pieces ps;
+    ps.k = ps.full = 0;
+    ps.total = 0;
+    char status[16], port_text[8];
+    PyObject *tv = f[F_TOP_VIA];
+    if ((code == 100 && f[F_TIMESTAMP] != Py_None) || !PyList_Check(f[F_VIAS]) ||
+        !PyTuple_Check(tv) || PyTuple_GET_SIZE(tv) != 7 || !PyList_Check(f[F_HEADER_LINES]))
+        goto fallback;
+
+    /* the top Via: RFC 3261 §18.2.1 received, RFC 3581 §4 rport */
+    Py_ssize_t vn, hn, sn;
+    const char *value = ascii(PyTuple_GET_ITEM(tv, 0), &vn);
+    const char *host = ascii(PyTuple_GET_ITEM(tv, 1), &hn);
+    const char *src = ascii(PyTuple_GET_ITEM(source, 0), &sn);
+    long src_port = PyLong_AsLong(PyTuple_GET_ITEM(source, 1));
+    if (src_port == -1 && PyErr_Occurred()) goto done;
+    if (value == NULL || host == NULL || src == NULL || memchr(src, '%', sn) != NULL)
+        goto fallback;
+    int rport = PyObject_IsTrue(PyTuple_GET_ITEM(tv, 4));
+    int rport_empty = PyObject_IsTrue(PyTuple_GET_ITEM(tv, 5));
+    int received = PyObject_IsTrue(PyTuple_GET_ITEM(tv, 6));
+    if (rport < 0 || rport_empty < 0 || received < 0) goto done;
+    int same = (hn == sn && memcmp(host, src, sn) == 0) ||
+               (hn == sn + 2 && host[0] == '[' && host[hn - 1] == ']' &&
+                memcmp(host + 1, src, sn) == 0);
+    if (!same && could_be_ip(host, hn)) goto fallback;  /* the same address, written another way? */
+    snprintf(status, sizeof status, "SIP/2.0 %d ", code);
+    snprintf(port_text, sizeof port_text, "%ld", src_port);
+    put(&ps, status, (Py_ssize_t)strlen(status));
+    if (put_str(&ps, reason) < 0) goto fallback;
+    put(&ps, "\r\nVia: ", 7);
+    if (!rport && same) {
+        put(&ps, value, vn);
+    } else if (received) {
+        goto fallback;
+    } else if (!rport) {
+        put(&ps, value, vn);
+        put(&ps, ";received=", 10);
+        put(&ps, src, sn);
+    } else {
+        if (!rport_empty) goto fallback;
+        const char *at = NULL;
+        int count = 0;
+        for (Py_ssize_t i = 0; i + 6 <= vn; i++)
+            if (memcmp(value + i, ";rport", 6) == 0) {
+                count++;
+                at = value + i;
+            }
+        if (count != 1) goto fallback;
+        if (at + 6 == value + vn) {
+            put(&ps, value, vn);
+            put(&ps, "=", 1);
+        } else if (at[6] == ';') {
+            put(&ps, value, at + 6 - value);
+            put(&ps, "=", 1);
+            put(&ps, port_text, (Py_ssize_t)strlen(port_text));
+            put(&ps, at + 6, value + vn - (at + 6));
+            put(&ps, ";received=", 10);
+            put(&ps, src, sn);
+            goto via_done;
+        } else {
+            goto fallback;
+        }
+        put(&ps, port_text, (Py_ssize_t)strlen(port_text));
+        put(&ps, ";received=", 10);
+        put(&ps, src, sn);
+    }
+via_done:
+    if (f[F_VIA_REST] != Py_None && put_str(&ps, f[F_VIA_REST]) < 0) goto fallback;
+    put(&ps, "\r\n", 2);
+    for (Py_ssize_t i = 1; i < PyList_GET_SIZE(f[F_VIAS]); i++) {
+        put(&ps, "Via: ", 5);
+        if (put_str(&ps, PyList_GET_ITEM(f[F_VIAS], i)) < 0) goto fallback;
+        put(&ps, "\r\n", 2);
+    }
+    put(&ps, "From: ", 6);
+    if (put_str(&ps, f[F_FROM]) < 0) goto fallback;
+    put(&ps, "\r\nTo: ", 6);
+    if (put_str(&ps, f[F_TO]) < 0) goto fallback;
+    if (code != 100 && f[F_TO_TAG] == Py_None && tag != Py_None) {
+        Py_ssize_t tn;
+        const char *t = ascii(tag, &tn);
+        if (t == NULL) goto fallback;
+        if (tn) {
+            put(&ps, ";tag=", 5);
+            put(&ps, t, tn);
+        }
+    }
+    put(&ps, "\r\nCall-ID: ", 11);
+    if (put_str(&ps, f[F_CALL_ID]) < 0) goto fallback;
+    put(&ps, "\r\nCSeq: ", 8);
+    if (put_str(&ps, f[F_CSEQ]) < 0) goto fallback;
+    put(&ps, "\r\n", 2);
+    if (record_route) {
+        PyObject *lines = f[F_HEADER_LINES];
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(lines); i++) {
+            PyObject *line = PyList_GET_ITEM(lines, i);
+            if (!PyTuple_Check(line) || PyTuple_GET_SIZE(line) != 3) goto fallback;
+            PyObject *key = PyTuple_GET_ITEM(line, 0);
+            if (!PyUnicode_Check(key) ||
+                PyUnicode_CompareWithASCIIString(key, "record-route") != 0)
+                continue;
+            put(&ps, "Record-Route: ", 14);
+            if (put_str(&ps, PyTuple_GET_ITEM(line, 2)) < 0) goto fallback;
+            put(&ps, "\r\n", 2);
+        }
+    }
+    if (put(&ps, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail)) < 0 || ps.full) goto fallback;
+    result = PyBytes_FromStringAndSize(NULL, ps.total);
+    if (result != NULL) {
+        char *out = PyBytes_AS_STRING(result);
+        for (int i = 0; i < ps.k; i++) {
+            memcpy(out, ps.p[i], (size_t)ps.n[i]);
+            out += ps.n[i];
+        }
+    }
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < N_FIELDS; i++) Py_XDECREF(f[i]);
+    return result;
+}
+
+/* ------------------------------------------------------------------ To tags (BLAKE2b) */
+
+/* responder.seeded.Seeded.to_tag without the Python calls around hashlib: BLAKE2b
+ * (RFC 7693) keyed with the seed's key, person "to-tag", 6 bytes, over
+ * "{call_id}\0{from_tag}\0{branch}", as 12 hex digits. tag_state(key) is the state after
+ * the key block (what Seeded keeps); to_tag(state, ...) returns None for non-ASCII text
+ * (Seeded encodes that with surrogateescape in Python). tests/test_speedups.py compares
+ * it with hashlib. */
+
+static const uint64_t B2_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+    0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+#define ROTR64(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+#define B2_G(a, b, c, d, x, y)          \
+    do {                                \
+        v[a] = v[a] + v[b] + (x);       \
+        v[d] = ROTR64(v[d] ^ v[a], 32); \
+        v[c] = v[c] + v[d];             \
+        v[b] = ROTR64(v[b] ^ v[c], 24); \
+        v[a] = v[a] + v[b] + (y);       \
+        v[d] = ROTR64(v[d] ^ v[a], 16); \
+        v[c] = v[c] + v[d];             \
+        v[b] = ROTR64(v[b] ^ v[c], 63); \
+    } while (0)
+
+static uint64_t load64(const uint8_t *p) {
+    uint64_t x = 0;
+    for (int i = 7; i >= 0; i--) x = (x << 8) | p[i];
+    return x;
+}
+
+static void b2_compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 16; i++) m[i] = load64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= t;  /* the counter's high word stays 0: messages here are short */
+    if (last) v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2_SIGMA[r];
+        B2_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+#define TAG_SIZE 6
+
+/* tag_state(key) -> bytes: the state after the key block, for to_tag. */
+static PyObject *speedups_tag_state(PyObject *self, PyObject *arg) {
+    (void)self;
+    if (!PyBytes_Check(arg) || PyBytes_GET_SIZE(arg) < 1 || PyBytes_GET_SIZE(arg) > 64) {
+        PyErr_SetString(PyExc_ValueError, "tag_state: a key of 1 to 64 bytes");
+        return NULL;
+    }
+    Py_ssize_t klen = PyBytes_GET_SIZE(arg);
+    uint64_t h[8];
+    uint8_t param[64] = {0}, block[128] = {0};
+    param[0] = TAG_SIZE;
+    param[1] = (uint8_t)klen;
+    param[2] = 1;  /* fanout */
+    param[3] = 1;  /* depth */
+    memcpy(param + 48, "to-tag", 6);  /* personalisation, zero padded */
+    for (int i = 0; i < 8; i++) h[i] = B2_IV[i] ^ load64(param + 8 * i);
+    memcpy(block, PyBytes_AS_STRING(arg), (size_t)klen);
+    b2_compress(h, block, 128, 0);
+    return PyBytes_FromStringAndSize((const char *)h, sizeof h);
+}
+
+static int put_text(uint8_t *buf, Py_ssize_t *len, Py_ssize_t cap, PyObject *o) {
+    Py_ssize_t n;
+    const char *p;
+    if (o == Py_None) {
+        p = "None";
+        n = 4;
+    } else if ((p = ascii(o, &n)) == NULL) {
+        return -1;
+    }
+    if (*len + n > cap) return -1;
+    memcpy(buf + *len, p, (size_t)n);
+    *len += n;
+    return 0;
+}
+
+static PyObject *speedups_to_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4 || !PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != 64) {
+        PyErr_SetString(PyExc_TypeError, "to_tag(state, call_id, from_tag, branch)");
+        return NULL;
+    }
+    uint8_t msg[1024];
+    Py_ssize_t n = 0;
+    if (put_text(msg, &n, 1022, args[1]) < 0) Py_RETURN_NONE;
+    msg[n++] = 0;
+    if (put_text(msg, &n, 1023, args[2]) < 0) Py_RETURN_NONE;
+    msg[n++] = 0;
+    if (put_text(msg, &n, 1024, args[3]) < 0) Py_RETURN_NONE;
+    uint64_t h[8];
+    memcpy(h, PyBytes_AS_STRING(args[0]), sizeof h);
+    uint64_t t = 128;
+    Py_ssize_t off = 0;
+    uint8_t block[128];
+    while (n - off > 128) {  /* every full block but the last */
+        t += 128;
+        b2_compress(h, msg + off, t, 0);
+        off += 128;
+    }
+    memset(block, 0, sizeof block);
+    memcpy(block, msg + off, (size_t)(n - off));
+    t += (uint64_t)(n - off);
+    b2_compress(h, block, t, 1);
+    static const char hex[] = "0123456789abcdef";
+    char out[2 * TAG_SIZE];
+    for (int i = 0; i < TAG_SIZE; i++) {
+        uint8_t b = (uint8_t)(h[i / 8] >> (8 * (i % 8)));
+        out[2 * i] = hex[b >> 4];
+        out[2 * i + 1] = hex[b & 15];
+    }
+    return PyUnicode_DecodeASCII(out, sizeof out, NULL);
+}
+
 static PyMethodDef methods[] = {
     {"parse", speedups_parse, METH_O,
      "parse(data) -> Request | None: the common well-formed request, or None (use the "
      "Python parser)."},
     {"configure", speedups_configure, METH_VARARGS,
      "configure(Request, TopVia, keys, header_key): the types and name cache to use."},
+    {"respond", speedups_respond, METH_VARARGS,
+     "respond(req, code, reason, tag, source, record_route, tail) -> bytes | None: the "
+     "response with its head copied from the request, or None (build it in Python)."},
+    {"tag_state", speedups_tag_state, METH_O,
+     "tag_state(key) -> bytes: the keyed BLAKE2b state To tags start from."},
+    {"to_tag", (PyCFunction)(void (*)(void))speedups_to_tag, METH_FASTCALL,
+     "to_tag(state, call_id, from_tag, branch) -> str | None: Seeded.to_tag's value, or "
+     "None for non-ASCII text."},
     {"recv_many", speedups_recv_many, METH_O,
      "recv_many(fd) -> [(data, (host, port)), ...]: up to 64 datagrams waiting on a "
      "non-blocking UDP socket, [] when none is."},

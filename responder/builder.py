@@ -8,6 +8,7 @@ received/rport parameters of the top Via. Headers a code requires come from
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
@@ -199,7 +200,27 @@ def build_step(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes
             if len(_TAILS) >= TAILS_LIMIT:
                 _TAILS.clear()
             _TAILS[key] = (step, ctx.identity, tail)
+    if _respond is not None:
+        record_route = 100 < code < 300 and method in DIALOG_METHODS
+        data = _respond(req, code, step.reason, tag, ctx.source, record_route, tail)
+        if data is not None:
+            return data
     return _head(req, ctx, code, step.reason, tag).encode("utf-8", "surrogateescape") + tail
+
+
+def _load_respond() -> Callable[[Request, int, str, str | None, Addr, bool, bytes],
+                                bytes | None] | None:
+    """The compiled head builder, unless not built or SIP_RESPONDER_PURE is set."""
+    if os.environ.get("SIP_RESPONDER_PURE"):
+        return None
+    try:
+        from ._speedups import respond
+    except ImportError:
+        return None
+    return respond
+
+
+_respond = _load_respond()
 
 
 def _head(req: Request, ctx: Context, code: int, reason: str, tag: str | None) -> str:

@@ -67,6 +67,8 @@ class Outgoing(NamedTuple):
     forward: int | None = None  # hand ``data`` (the request) to this worker instead
 
 
+_new = tuple.__new__  # builds a NamedTuple from all its fields without a Python call
+
 TxnKey = tuple[str | None, str | None, int, str]
 # (when, step, its delay after the request arrived); step None: the final again (repeat)
 Queued = tuple[float, Step | None, float]
@@ -228,9 +230,12 @@ class Engine:
         except Discard as d:
             self._discard(data, source, now, d.reason)
             return []
-        methods = self.counters.methods
-        methods[req.method if req.method in methods or len(methods) < METHODS_LIMIT
-                else OTHER_METHOD] += 1
+        methods, method = self.counters.methods, req.method
+        seen = methods.get(method)
+        if seen is not None:
+            methods[method] = seen + 1
+        else:
+            methods[method if len(methods) < METHODS_LIMIT else OTHER_METHOD] += 1
         outs = self._handle(req, source, now, local, None if forwarded else data)
         if self.journal is not None and not (outs and outs[0].forward is not None):
             self._journal(req, data, source, now, outs)
@@ -276,22 +281,23 @@ class Engine:
             self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
             return []
         ruleset = self.ruleset
-        ctx = Context(ruleset.identity, self.seeded, now, source, local, ruleset.auth)
+        ctx = _new(Context, (ruleset.identity, self.seeded, now, source, local, ruleset.auth))
         if req.problem is not None:
             p = req.problem
             step = Step.make(p.status, reason=p.reason)
             return [self._emit(req, ctx, step, self._tag(req), PROBLEM_RULE, now)]
 
-        key = _txn(req)
-        if self._completed.table:
-            done = self._completed.get(key, now)
-            if done is not None:
+        if self._completed.table or self._pending:
+            key = _txn(req)
+            if self._completed.table:
+                done = self._completed.get(key, now)
+                if done is not None:
+                    self.counters.retransmissions += 1
+                    return [self._again(o, now) for o in done]
+            entry = self._pending.get(key)
+            if entry is not None:
                 self.counters.retransmissions += 1
-                return [self._again(o, now) for o in done]
-        entry = self._pending.get(key)
-        if entry is not None:
-            self.counters.retransmissions += 1
-            return [self._again(entry.last, now)] if entry.last else []
+                return [self._again(entry.last, now)] if entry.last else []
 
         owner = None
         if self.shard is not None and data is not None:
@@ -383,9 +389,10 @@ class Engine:
         else:
             data = build_fault(req, ctx, step, tag)
         self.counters.answered += 1
-        exch = Exchange(time, ctx.source, req.method, req.uri, req.call_id, step.code,
-                        step.reason, rule, delay)
-        return Outgoing(ctx.source, data, exch, ctx.local)
+        # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function.
+        exch = _new(Exchange, (time, ctx.source, req.method, req.uri, req.call_id, step.code,
+                               step.reason, rule, delay, False, 0))
+        return _new(Outgoing, (ctx.source, data, exch, ctx.local, None))
 
     def _again(self, out: Outgoing, now: float) -> Outgoing:
         exch = out.exchange

@@ -43,6 +43,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 LOADGEN_SRC = HERE / "loadgen.c"
 ALL_SERVERS = ("responder", "kamailio", "sipp", "reflector")
+# Also known, not run by default: "responder-log" (sip-responder without -q: one text log
+# line per exchange, to a file) and "responder-pure" (SIP_RESPONDER_PURE=1: without the
+# compiled fast path).
+MORE_SERVERS = ("responder-log", "responder-pure")
 CFLAGS = ("-O2", "-Wall", "-Wextra")
 HOST = "127.0.0.1"
 
@@ -362,19 +366,21 @@ def server_specs(args: argparse.Namespace, cache: Path) -> tuple[list[ServerSpec
     specs: list[ServerSpec] = []
     notes: list[str] = []
     for name in args.servers:
-        if name == "responder":
+        if name in ("responder", *MORE_SERVERS):
             exe = responder_exe()
             if exe is None:
-                notes.append("responder: skipped, sip-responder is not installed "
+                notes.append(f"{name}: skipped, sip-responder is not installed "
                              "(pip install -e .)")
                 continue
             extra = shlex.split(args.responder_args)
+            quiet = [] if name == "responder-log" else ["-q"]
+            env = ["env", "SIP_RESPONDER_PURE=1"] if name == "responder-pure" else []
 
-            def responder_cmd(port: int, _work: Path, exe: str = exe,
-                              extra: list[str] = extra) -> list[str]:
-                return [exe, "--listen", f"{HOST}:{port}", "-q", *extra]
+            def responder_cmd(port: int, _work: Path, exe: str = exe, extra: list[str] = extra,
+                              quiet: list[str] = quiet, env: list[str] = env) -> list[str]:
+                return [*env, exe, "--listen", f"{HOST}:{port}", *quiet, *extra]
 
-            specs.append(ServerSpec("responder", responder_cmd, _version([exe, "--version"])))
+            specs.append(ServerSpec(name, responder_cmd, _version([exe, "--version"])))
         elif name == "kamailio":
             exe = shutil.which("kamailio")
             mpath = args.kamailio_mpath or kamailio_mpath()
@@ -411,7 +417,8 @@ def server_specs(args: argparse.Namespace, cache: Path) -> tuple[list[ServerSpec
 
             specs.append(ServerSpec("reflector", reflector_cmd, "C, recvmmsg+sendmmsg"))
         else:
-            raise BenchError(f"unknown server {name!r}; choose from {', '.join(ALL_SERVERS)}")
+            known = ", ".join((*ALL_SERVERS, *MORE_SERVERS))
+            raise BenchError(f"unknown server {name!r}; choose from {known}")
     return specs, notes
 
 
@@ -746,7 +753,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--method", choices=("OPTIONS", "INVITE"), default="OPTIONS")
     p.add_argument("--servers", default=",".join(ALL_SERVERS),
                    help=f"comma-separated, in run order (default {','.join(ALL_SERVERS)}); "
-                        "missing ones are skipped with a note")
+                        "missing ones are skipped with a note; also known: "
+                        "responder-log (without -q: a log line per exchange), responder-pure "
+                        "(SIP_RESPONDER_PURE=1: no compiled fast path)")
     p.add_argument("--responder-args", default="",
                    help='extra arguments for sip-responder, e.g. "--workers 2"')
     p.add_argument("--json", metavar="FILE", help="also write every run and the summary here")
@@ -773,8 +782,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for name in args.servers:
-        if name not in ALL_SERVERS:
-            p.error(f"unknown server {name!r}; choose from {', '.join(ALL_SERVERS)}")
+        if name not in ALL_SERVERS and name not in MORE_SERVERS:
+            p.error(f"unknown server {name!r}; choose from "
+                    f"{', '.join((*ALL_SERVERS, *MORE_SERVERS))}")
     if args.repeat < 1 or args.duration <= 0 or args.inflight < 1 or args.rate <= 0:
         p.error("--repeat, --duration, --inflight and --rate must be positive")
     return args

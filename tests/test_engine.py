@@ -34,6 +34,20 @@ def test_default_rules_answer_invite_with_100_180_200_at_once() -> None:
     assert e.pending == 0 and e.next_deadline() is None
 
 
+def test_outgoing_and_exchange_are_whole_named_tuples() -> None:
+    """The hot path builds them with tuple.__new__: every field must be there, in order."""
+    from responder.engine import Exchange
+
+    out = engine().receive(request("OPTIONS"), SRC, 3.0, LOCAL)[0]
+    assert type(out) is Outgoing and len(out) == len(Outgoing._fields)
+    assert out == Outgoing(*out) and (out.dest, out.local, out.forward) == (SRC, LOCAL, None)
+    ex = out.exchange
+    assert type(ex) is Exchange and len(ex) == len(Exchange._fields)
+    assert ex == Exchange(*ex)
+    assert (ex.time, ex.method, ex.status, ex.delay, ex.retransmission, ex.repeat) == (
+        3.0, "OPTIONS", 200, 0.0, False, 0)
+
+
 def test_one_line_rule_is_tried_before_the_defaults() -> None:
     e = engine("INVITE->486")
     assert statuses(e.receive(request("INVITE"), SRC, 0.0)) == [486]

@@ -6,15 +6,18 @@ rules come from the rule languages (YAML snippets and ``--rule`` specs).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from responder.message import Request
 from responder.parser import parse
 from responder.rules.loader import build_ruleset, load_text
 from responder.rules.matcher import matches, select
-from responder.rules.model import Match, Rule, RuleSet
+from responder.rules.model import Match, Pattern, Rule, RuleSet, Step
 from responder.rules.oneline import parse_rule
 from responder.seeded import Seeded
 
@@ -483,3 +486,41 @@ def test_probability_zero_never_and_one_always(seed: int) -> None:
 def test_probability_does_not_apply_to_non_matching_requests() -> None:
     rs = ruleset("INVITE->503;p=1")
     assert select(rs, request("OPTIONS"), SOURCE, Seeded(1)) is None
+
+
+# ------------------------------------------------------------------ the candidate index
+
+METHOD_SETS = [None, frozenset({"INVITE"}), frozenset({"OPTIONS", "BYE"}),
+               frozenset({"ACK"}), frozenset({"CANCEL", "INVITE"}), frozenset({"FOO"})]
+
+
+def reference_select(ruleset: RuleSet, req: Request, seeded: Seeded) -> Rule | None:
+    """select() as SPEC §3.2/§3.4 state it: every rule in order, matches() each."""
+    for index, rule in enumerate(ruleset.rules):
+        if matches(rule.match, req, SOURCE) and (
+                rule.probability >= 1.0
+                or seeded.draw(req.transaction_key, f"rule{index}") < rule.probability):
+            return rule
+    return None
+
+
+@given(data=st.data())
+@settings(max_examples=300, deadline=None, database=None)
+def test_select_by_candidates_is_select_by_every_rule(data: st.DataObject) -> None:
+    """RuleSet.candidates (the rules that can take a method) changes no decision."""
+    rules = []
+    for i in range(data.draw(st.integers(0, 6))):
+        methods = data.draw(st.sampled_from(METHOD_SETS))
+        user = data.draw(st.sampled_from([None, "^1000$", "^2"]))
+        match = Match(methods=methods,
+                      user=Pattern(user, re.compile(user)) if user is not None else None)
+        rules.append(Rule(match, (Step.make(486),), f"r{i}",
+                          probability=data.draw(st.sampled_from([1.0, 1.0, 0.5, 0.0]))))
+    ruleset = RuleSet(tuple(rules))
+    seeded = Seeded(data.draw(st.integers(0, 1000)))
+    method = data.draw(st.sampled_from(["INVITE", "OPTIONS", "BYE", "ACK", "CANCEL", "FOO",
+                                        "PUBLISH"]))
+    user = data.draw(st.sampled_from(["1000", "2000", "3"]))
+    req = request(method, f"sip:{user}@lab.example", call_id=data.draw(st.sampled_from(
+        ["a", "b", "c"])))
+    assert select(ruleset, req, SOURCE, seeded) is reference_select(ruleset, req, seeded)

@@ -346,3 +346,32 @@ def test_the_same_bytes_with_and_without_the_extension(monkeypatch: pytest.Monke
     fast_out, pure_out = outputs
     assert len(fast_out) > len(PEERS)
     assert fast_out == pure_out
+
+
+# ------------------------------------------------------------------ To tags
+
+TEXT = st.none() | st.text(max_size=40) | st.text(alphabet="abc-.@\x00é", max_size=300)
+
+
+@needs_ext
+@given(seed=st.integers(0, 2**63), call_id=TEXT, from_tag=TEXT, branch=TEXT)
+@FAST
+def test_to_tag_is_hashlibs_blake2b(seed: int, call_id: str | None, from_tag: str | None,
+                                    branch: str | None) -> None:
+    """The compiled BLAKE2b gives Seeded's tag (keyed, person "to-tag", 6 bytes), or None
+    for text it leaves to Python (non-ASCII): the same tags with and without it."""
+    import hashlib
+
+    from responder._speedups import tag_state, to_tag
+    from responder.seeded import Seeded
+
+    seeded = Seeded(seed)
+    h = hashlib.blake2b(key=seeded._key, digest_size=6, person=b"to-tag")
+    h.update(f"{call_id}\x00{from_tag}\x00{branch}".encode("utf-8", "surrogateescape"))
+    got = to_tag(tag_state(seeded._key), call_id, from_tag, branch)
+    texts = [t for t in (call_id, from_tag, branch) if t is not None]
+    if all(t.isascii() for t in texts):
+        assert got == h.hexdigest()
+    else:
+        assert got is None
+    assert seeded.to_tag(call_id, from_tag, branch) == h.hexdigest()

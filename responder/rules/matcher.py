@@ -73,8 +73,12 @@ def select(ruleset: RuleSet, req: Request, source_host: str, seeded: Seeded) -> 
     are tried. The draw depends only on the seed, the transaction and the rule's
     position, so a retransmission is decided the same way.
     """
-    for index, rule in enumerate(ruleset.rules):
-        if not matches(rule.match, req, source_host):
+    method = req.method
+    candidates = ruleset.candidates.get(method)
+    if candidates is None:
+        candidates = () if method in NOT_BY_STAR else ruleset.other_candidates
+    for index, rule, method_only in candidates:
+        if not method_only and not matches(rule.match, req, source_host):
             continue
         if rule.probability >= 1.0:
             return rule

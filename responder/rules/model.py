@@ -178,6 +178,10 @@ class Identity:
     supported: tuple[str, ...] = ()
 
 
+# (position in RuleSet.rules, rule, the method is all it asks)
+Candidate = tuple[int, Rule, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     rules: tuple[Rule, ...]
@@ -186,9 +190,33 @@ class RuleSet:
     warnings: tuple[str, ...] = ()
     auth: AuthConfig | None = None
     default_lab: bool = field(init=False, repr=False, compare=False, default=False)
+    # Precomputed for the matcher: per method a rule names (and ACK, CANCEL), the rules
+    # that can take it, in order; ``other_candidates`` for every other method.
+    candidates: dict[str, tuple[Candidate, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict)
+    other_candidates: tuple[Candidate, ...] = field(init=False, repr=False, compare=False,
+                                                    default=())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_lab", not is_plain(self.default))
+        indexed = [(i, r, _method_only(r.match)) for i, r in enumerate(self.rules)]
+        named = {m for r in self.rules for m in (r.match.methods or ())} | NOT_BY_STAR
+        object.__setattr__(self, "candidates", {
+            m: tuple(c for c in indexed if _takes(c[1].match, m)) for m in named})
+        object.__setattr__(self, "other_candidates",
+                           tuple(c for c in indexed if c[1].match.methods is None))
+
+
+def _takes(match: Match, method: str) -> bool:
+    """Can a rule with ``match`` answer ``method`` at all (SPEC §3.2, §5)?"""
+    if match.methods is None:
+        return method not in NOT_BY_STAR
+    return method in match.methods
+
+
+def _method_only(match: Match) -> bool:
+    return (match.user is None and match.from_user is None and match.to_user is None
+            and not match.source and not match.headers)
 
 
 def validate_reply(
