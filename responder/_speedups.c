@@ -15,6 +15,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -90,8 +91,10 @@ static int is_token_char(unsigned char c) {
 static int is_ws(char c) { return c == ' ' || c == '\t'; }
 
 static PyObject *str_of(const char *p, Py_ssize_t n) {
-    /* The header block was checked to be printable ASCII. */
-    return PyUnicode_DecodeASCII(p, n, NULL);
+    /* The header block was checked to be printable ASCII: copied, not decoded. */
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s != NULL) memcpy(PyUnicode_DATA(s), p, (size_t)n);
+    return s;
 }
 
 static unsigned hash_bytes(const char *p, Py_ssize_t n) {
@@ -351,13 +354,14 @@ static int read_via(const char *p, Py_ssize_t n, top_via *v) {
 
 #define MAX_HEADERS 128
 
+static Py_ssize_t field_offset[N_FIELDS];  /* each slot's place in a Request */
+
 static int set_field(PyObject *req, int field, PyObject *value) {
-    /* value: a new reference, consumed */
+    /* value: a new reference, consumed; the slot is empty (a new object) */
     if (value == NULL) return -1;
-    PyObject *d = field_descr[field];
-    int r = Py_TYPE(d)->tp_descr_set(d, req, value);
-    Py_DECREF(value);
-    return r;
+    PyObject **slot = (PyObject **)((char *)req + field_offset[field]);
+    Py_XSETREF(*slot, value);
+    return 0;
 }
 
 static PyObject *opt_str(span s) {
@@ -390,6 +394,15 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
     Py_ssize_t hlen = head_end - d;
     /* Printable ASCII and tabs, every CR followed by LF, every LF after a CR, no folding. */
     for (Py_ssize_t i = 0; i < hlen; i++) {
+        /* eight printable bytes at a time: none below 0x20, none at or above 0x7f */
+        while (i + 8 <= hlen) {
+            uint64_t x;
+            memcpy(&x, d + i, 8);
+            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+            if (((x - ones * 0x20) | (x + ones)) & highs) break;
+            i += 8;
+        }
+        if (i >= hlen) break;
         unsigned char c = (unsigned char)d[i];
         if (c >= 0x20 && c < 0x7f) continue;
         if (c == '\t') continue;
@@ -522,21 +535,19 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
     PyObject *branch = via.branch.n >= 0 ? str_of(via.branch.p, via.branch.n)
                                          : Py_NewRef(Py_None);
     PyObject *via_host = str_of(via.host.p, via.host.n);
-    PyObject *tv_items = NULL;
-    if (port != NULL && branch != NULL && via_host != NULL)
-        tv_items = PyTuple_Pack(7, one_obj[S_VIA], via_host, port, branch,
-                                via.rport ? Py_True : Py_False,
-                                via.rport_empty ? Py_True : Py_False,
-                                via.received ? Py_True : Py_False);
+    /* A TopVia made as tuple.__new__(TopVia, ...) makes it: the subtype's own allocation. */
+    PyObject *tv = NULL;
+    if (port != NULL && branch != NULL && via_host != NULL &&
+        (tv = topvia_type->tp_alloc(topvia_type, 7)) != NULL) {
+        PyObject *items[7] = {one_obj[S_VIA], via_host, port, branch,
+                              via.rport ? Py_True : Py_False,
+                              via.rport_empty ? Py_True : Py_False,
+                              via.received ? Py_True : Py_False};
+        for (int i = 0; i < 7; i++) PyTuple_SET_ITEM(tv, i, Py_NewRef(items[i]));
+    }
     Py_XDECREF(port);
     Py_XDECREF(branch);
     Py_XDECREF(via_host);
-    if (tv_items == NULL) goto done;
-    PyObject *args = PyTuple_Pack(1, tv_items);
-    Py_DECREF(tv_items);
-    if (args == NULL) goto done;
-    PyObject *tv = PyTuple_Type.tp_new(topvia_type, args, NULL);
-    Py_DECREF(args);
     if (tv == NULL) goto done;
 
     req = request_type->tp_alloc(request_type, 0);
@@ -591,17 +602,24 @@ static PyObject *speedups_configure(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyObject *descr[N_FIELDS];
+    Py_ssize_t offsets[N_FIELDS];
     for (int i = 0; i < N_FIELDS; i++) {
         descr[i] = PyObject_GetAttrString(rt, FIELD_NAMES[i]);
-        if (descr[i] == NULL || Py_TYPE(descr[i])->tp_descr_set == NULL) {
+        /* __slots__ members holding any object: their offsets are written to directly */
+        if (descr[i] == NULL || !Py_IS_TYPE(descr[i], &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)descr[i])->d_member->type != T_OBJECT_EX) {
             if (descr[i] != NULL)
                 PyErr_Format(PyExc_TypeError, "configure(): %s is not a slot",
                              FIELD_NAMES[i]);
             for (int j = 0; j <= i; j++) Py_XDECREF(descr[j]);
             return NULL;
         }
+        offsets[i] = ((PyMemberDescrObject *)descr[i])->d_member->offset;
     }
-    for (int i = 0; i < N_FIELDS; i++) Py_XSETREF(field_descr[i], descr[i]);
+    for (int i = 0; i < N_FIELDS; i++) {
+        Py_XSETREF(field_descr[i], descr[i]);
+        field_offset[i] = offsets[i];
+    }
     Py_XSETREF(request_type, (PyTypeObject *)Py_NewRef(rt));
     Py_XSETREF(topvia_type, (PyTypeObject *)Py_NewRef(tt));
     Py_XSETREF(keys_cache, Py_NewRef(keys));

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -215,7 +216,14 @@ async def summarise_discards(engine: Engine, log: ExchangeLog, interval: float) 
 
 
 def run(coro_factory: Callable[[], object], stream: TextIO = sys.stderr) -> None:
-    """Run the server coroutine on uvloop where installed, else asyncio's loop."""
+    """Run the server coroutine on uvloop where installed, else asyncio's loop.
+
+    What exists at start (modules, rules, caches) is moved out of the garbage
+    collector's reach first (``gc.freeze``): a collection, should one run while serving,
+    walks only objects made since.
+    """
+    gc.collect()
+    gc.freeze()
     try:
         import uvloop
     except ImportError:

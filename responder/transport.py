@@ -100,8 +100,10 @@ class UdpTransport:
     def add(self, sock: socket.socket) -> Addr:
         local: Addr = sock.getsockname()[:2]
         self.sockets[local] = sock
-        if BATCH_CALLS is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            self.loop.add_reader(sock.fileno(), self._readable_many, sock, local)
+        family = sock.family
+        if BATCH_CALLS is not None and family in (socket.AF_INET, socket.AF_INET6):
+            self.loop.add_reader(sock.fileno(), self._readable_many, sock.fileno(), int(family),
+                                 local)
         else:
             self.loop.add_reader(sock.fileno(), self._readable, sock, local)
         return local
@@ -146,7 +148,7 @@ class UdpTransport:
             self.on_exchanges(exchanges)
         self._arm()
 
-    def _readable_many(self, sock: socket.socket, local: Addr) -> None:
+    def _readable_many(self, fd: int, family: int, local: Addr) -> None:
         """:meth:`_readable` with recvmmsg/sendmmsg: up to MANY datagrams a system call,
         their responses sent together after them (one run per batch received)."""
         assert BATCH_CALLS is not None
@@ -154,7 +156,6 @@ class UdpTransport:
         receive = self.engine.receive
         now = self.loop.time()
         exchanges: list[Exchange] = []
-        fd, family = sock.fileno(), sock.family
         for _ in range(BATCH // MANY):
             try:
                 batch = recv_many(fd)
