@@ -702,11 +702,9 @@ static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
         msgs[i].msg_hdr.msg_name = &addrs[i];
         msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
     }
-    int got, err;
-    Py_BEGIN_ALLOW_THREADS
-    got = recvmmsg((int)fd, msgs, MANY, MSG_DONTWAIT, NULL);
-    err = errno;
-    Py_END_ALLOW_THREADS
+    /* Non-blocking, so the GIL is kept: rx_buf is one buffer for every thread (several
+     * servers may run in one process, responder.testing), used only under the GIL. */
+    int got = recvmmsg((int)fd, msgs, MANY, MSG_DONTWAIT, NULL), err = errno;
     if (got < 0) {
         if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return PyList_New(0);
         errno = err;
@@ -790,7 +788,7 @@ static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
     struct mmsghdr msgs[MANY];
     struct iovec iov[MANY];
     struct sockaddr_storage addrs[MANY];
-    PyObject *held[MANY];  /* the data objects, kept alive while the GIL is released */
+    PyObject *held[MANY];  /* the data objects of one sendmmsg */
     while (i < n) {
         int k = 0;
         for (; i < n && k < MANY; i++) {
@@ -818,8 +816,7 @@ static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
             msgs[k].msg_hdr.msg_namelen = alen;
             k++;
         }
-        int done = 0;
-        Py_BEGIN_ALLOW_THREADS
+        int done = 0;  /* non-blocking: the GIL is kept */
         while (done < k) {
             int r = sendmmsg(fd, msgs + done, (unsigned)(k - done), MSG_DONTWAIT);
             if (r > 0) {
@@ -831,7 +828,6 @@ static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
                 errors++;
             }
         }
-        Py_END_ALLOW_THREADS
         for (int j = 0; j < k; j++) Py_DECREF(held[j]);
     }
     return PyLong_FromSsize_t(errors);
@@ -924,7 +920,10 @@ static PyObject *speedups_respond(PyObject *self, PyObject *args) {
     const char *host = ascii(PyTuple_GET_ITEM(tv, 1), &hn);
     const char *src = ascii(PyTuple_GET_ITEM(source, 0), &sn);
     long src_port = PyLong_AsLong(PyTuple_GET_ITEM(source, 1));
-    if (src_port == -1 && PyErr_Occurred()) goto done;
+    if (src_port == -1 && PyErr_Occurred()) {
+        PyErr_Clear();  /* not an int: Python builds it (and says what is wrong) */
+        goto fallback;
+    }
     if (value == NULL || host == NULL || src == NULL || memchr(src, '%', sn) != NULL)
         goto fallback;
     int rport = PyObject_IsTrue(PyTuple_GET_ITEM(tv, 4));

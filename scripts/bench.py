@@ -44,9 +44,9 @@ HERE = Path(__file__).resolve().parent
 LOADGEN_SRC = HERE / "loadgen.c"
 ALL_SERVERS = ("responder", "kamailio", "sipp", "reflector")
 # Also known, not run by default: "responder-log" (sip-responder without -q: one text log
-# line per exchange, to a file) and "responder-pure" (SIP_RESPONDER_PURE=1: without the
-# compiled fast path).
-MORE_SERVERS = ("responder-log", "responder-pure")
+# line per exchange, to a file), "responder-pure" (SIP_RESPONDER_PURE=1: without the
+# compiled fast path) and "responder-w2" (--workers 2; measure it with --no-pin).
+MORE_SERVERS = ("responder-log", "responder-pure", "responder-w2")
 CFLAGS = ("-O2", "-Wall", "-Wextra")
 HOST = "127.0.0.1"
 
@@ -375,6 +375,8 @@ def server_specs(args: argparse.Namespace, cache: Path) -> tuple[list[ServerSpec
             extra = shlex.split(args.responder_args)
             quiet = [] if name == "responder-log" else ["-q"]
             env = ["env", "SIP_RESPONDER_PURE=1"] if name == "responder-pure" else []
+            if name == "responder-w2":
+                extra = [*extra, "--workers", "2"]
 
             def responder_cmd(port: int, _work: Path, exe: str = exe, extra: list[str] = extra,
                               quiet: list[str] = quiet, env: list[str] = env) -> list[str]:
@@ -755,7 +757,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help=f"comma-separated, in run order (default {','.join(ALL_SERVERS)}); "
                         "missing ones are skipped with a note; also known: "
                         "responder-log (without -q: a log line per exchange), responder-pure "
-                        "(SIP_RESPONDER_PURE=1: no compiled fast path)")
+                        "(SIP_RESPONDER_PURE=1: no compiled fast path), responder-w2 "
+                        "(--workers 2)")
     p.add_argument("--responder-args", default="",
                    help='extra arguments for sip-responder, e.g. "--workers 2"')
     p.add_argument("--json", metavar="FILE", help="also write every run and the summary here")

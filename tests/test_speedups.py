@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -375,3 +376,40 @@ def test_to_tag_is_hashlibs_blake2b(seed: int, call_id: str | None, from_tag: st
     else:
         assert got is None
     assert seeded.to_tag(call_id, from_tag, branch) == h.hexdigest()
+
+
+def test_two_servers_in_one_process_keep_their_datagrams_apart() -> None:
+    """recv_many fills one C buffer: two servers in two threads of one process (as with
+    responder.testing) must still each answer exactly their own requests."""
+    from responder.testing import Responder
+
+    def blast(address: tuple[str, int], label: str, n: int, out: dict[str, set[str]]) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(5)
+            port = sock.getsockname()[1]
+            sent = set()
+            for i in range(n):
+                call_id = f"{label}-{i}"
+                sent.add(call_id)
+                sock.sendto(msg(
+                    f"OPTIONS sip:{label}@127.0.0.1 SIP/2.0",
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{label}-{i}",
+                    f"From: <sip:{label}@127.0.0.1>;tag={i}", f"To: <sip:{label}@127.0.0.1>",
+                    f"Call-ID: {call_id}", "CSeq: 1 OPTIONS", "Content-Length: 0",
+                ), address)
+                if i % 50 == 49:  # stay within the socket buffers
+                    for _ in range(50):
+                        data = sock.recv(65535)
+                        out[label].add(data.split(b"Call-ID: ")[1].split(b"\r\n")[0].decode())
+            out[label + "-sent"] = sent
+
+    got: dict[str, set[str]] = {"a": set(), "b": set()}
+    with Responder(journal_size=1) as one, Responder(journal_size=1) as two:
+        threads = [threading.Thread(target=blast, args=(one.address, "a", 2000, got)),
+                   threading.Thread(target=blast, args=(two.address, "b", 2000, got))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert got["a"] == got["a-sent"] and got["b"] == got["b-sent"]
