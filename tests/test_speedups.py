@@ -413,3 +413,49 @@ def test_two_servers_in_one_process_keep_their_datagrams_apart() -> None:
         for t in threads:
             t.join(30)
     assert got["a"] == got["a-sent"] and got["b"] == got["b-sent"]
+
+
+# ------------------------------------------------------------------ response heads
+
+@needs_ext
+def test_respond_writes_what_python_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_step with the compiled head and with the Python one: the same bytes, for the
+    corpus and the peers' requests, every registered code, tags or none, sources that are
+    and are not the sent-by (IPv4, IPv6, a scope, a name), rport and received variants."""
+    import itertools
+
+    from responder import builder, codes
+    from responder.builder import Context
+    from responder.rules.model import Identity, Step
+    from responder.seeded import Seeded
+
+    manifest = json.loads((CORPUS / "manifest.json").read_text())["messages"]
+    extra = [PEERS["sipp-options"].replace(b";branch=", b";rport;branch="),
+             PEERS["sipp-options"].replace(b";branch=", b";received=1.2.3.4;branch="),
+             PEERS["sipp-options"].replace(b"127.0.0.1:5061;", b"client.example;rport=9;")]
+    requests = []
+    for data in [*PEERS.values(), *extra, *((CORPUS / m["file"]).read_bytes()
+                                           for m in manifest)]:
+        try:
+            requests.append(parser.parse(data))
+        except Discard:
+            continue
+    steps = [Step.make(code) for code in sorted(codes.CODES)] + [
+        Step.make(200, headers=(("Contact", "<sip:x@y>"), ("X-A", "1"))),
+        Step.make(180, body=b"abc", content_type="text/plain")]
+    sources = [("127.0.0.1", 5061), ("192.0.2.7", 5099), ("::1", 5060),
+               ("2001:db8::10", 5062), ("fe80::1%lo", 5060)]
+    compiled = builder._respond
+    seeded = Seeded(3)
+    used = 0
+    for req, source, identity in itertools.product(
+            requests, sources, [Identity(), Identity(server="", supported=("100rel",))]):
+        ctx = Context(identity, seeded, 1000.0, source, ("127.0.0.1", 5060), None)
+        for step, tag in itertools.product(steps, ("abc", None)):
+            monkeypatch.setattr(builder, "_respond", compiled)
+            fast_bytes = builder.build_step(req, ctx, step, tag)
+            monkeypatch.setattr(builder, "_respond", None)
+            assert fast_bytes == builder.build_step(req, ctx, step, tag), (req, source, step)
+            used += compiled is not None and compiled(
+                req, step.code, step.reason, tag, source, False, b"") is not None
+    assert used > 1000  # the compiled head was really compared, not only its fallback
