@@ -352,8 +352,6 @@ static int read_via(const char *p, Py_ssize_t n, top_via *v) {
     return 1;
 }
 
-#define MAX_HEADERS 128
-
 static Py_ssize_t field_offset[N_FIELDS];  /* each slot's place in a Request */
 
 static int set_field(PyObject *req, int field, PyObject *value) {

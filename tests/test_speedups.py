@@ -459,3 +459,33 @@ def test_respond_writes_what_python_writes(monkeypatch: pytest.MonkeyPatch) -> N
             used += compiled is not None and compiled(
                 req, step.code, step.reason, tag, source, False, b"") is not None
     assert used > 1000  # the compiled head was really compared, not only its fallback
+
+
+@needs_ext
+def test_long_names_long_values_and_many_vias(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the C caches' and buffers' sizes: a 100-character header name, a 5,000-character
+    value, 150 Via lines (more pieces than respond() lays out: it falls back to Python)."""
+    from responder import builder
+    from responder.builder import Context
+    from responder.rules.model import Identity, Step
+    from responder.seeded import Seeded
+
+    base = PEERS["sipp-options"]
+    name = "X-" + "n" * 98
+    long_header = base.replace(b"Subject:", f"{name}: {'v' * 5000}\r\nSubject:".encode())
+    req = agree(long_header)
+    assert req is not None and req.header(name.lower()) == "v" * 5000
+    assert agree(long_header) == req  # again: the name is now in the Python cache
+    vias = "".join(f"Via: SIP/2.0/UDP proxy{i}.example;branch=z9hG4bK-{i}\r\n"
+                   for i in range(150))
+    many = base.replace(b"From:", vias.encode() + b"From:")
+    req = agree(many)
+    assert req is not None and len(req.vias) == 151
+    ctx = Context(Identity(), Seeded(1), 0.0, ("127.0.0.1", 5061), None, None)
+    step = Step.make(200)
+    assert builder._respond is not None
+    assert builder._respond(req, 200, "OK", "t", ctx.source, False, b"") is None
+    got = builder.build_step(req, ctx, step, "t")
+    monkeypatch.setattr(builder, "_respond", None)
+    assert got == builder.build_step(req, ctx, step, "t")
+    assert got.count(b"\r\nVia: ") == 151
