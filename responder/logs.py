@@ -18,9 +18,17 @@ def _addr(addr: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+# The last second _clock turned into HH:MM:SS: time.localtime costs more than the rest
+# of a log line, and every line of a second shares it.
+_second: list[object] = [None, ""]
+
+
 def _clock(wall: float) -> str:
-    t = time.localtime(wall)
-    return f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{int(wall * 1000) % 1000:03d}"
+    second = int(wall)
+    if second != _second[0]:
+        t = time.localtime(wall)
+        _second[:] = [second, f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"]
+    return f"{_second[1]}.{int(wall * 1000) % 1000:03d}"
 
 
 def text_line(ex: Exchange, wall: float) -> str:

@@ -167,3 +167,15 @@ def test_quiet_log_without_a_file_writes_nothing() -> None:
     assert stream.getvalue() == ""
     log.note("still said")
     assert stream.getvalue() == "sip-responder: still said\n"
+
+
+def test_clock_is_local_time_to_the_millisecond_across_seconds() -> None:
+    """_clock keeps the last second's HH:MM:SS: it must still be right at every boundary."""
+    from responder.logs import _clock
+
+    walls = [1_700_000_000 + i * 0.0997 for i in range(200)]  # crosses ~20 seconds
+    walls += [1_700_000_500.999, 1_700_000_501.0, 1_700_000_400.5, 86_399.9995, 86_400.0]
+    for wall in walls:
+        t = time.localtime(wall)
+        assert _clock(wall) == (f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
+                                f"{int(wall * 1000) % 1000:03d}"), wall
