@@ -39,7 +39,6 @@ enum { S_OTHER, S_VIA, S_FROM, S_TO, S_CALL_ID, S_CSEQ, S_LENGTH, S_REQUIRE, S_T
 
 static PyTypeObject *request_type;   /* responder.message.Request */
 static PyTypeObject *topvia_type;    /* responder.message.TopVia */
-static PyObject *field_descr[N_FIELDS];
 static PyObject *keys_cache;         /* responder.parser._KEYS: name -> (key, name, slot) */
 static PyObject *header_key;         /* responder.parser._header_key */
 static PyObject *sip_version;        /* "SIP/2.0" */
@@ -599,25 +598,21 @@ static PyObject *speedups_configure(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "configure(): TopVia must be a tuple type");
         return NULL;
     }
-    PyObject *descr[N_FIELDS];
     Py_ssize_t offsets[N_FIELDS];
     for (int i = 0; i < N_FIELDS; i++) {
-        descr[i] = PyObject_GetAttrString(rt, FIELD_NAMES[i]);
-        /* __slots__ members holding any object: their offsets are written to directly */
-        if (descr[i] == NULL || !Py_IS_TYPE(descr[i], &PyMemberDescr_Type) ||
-            ((PyMemberDescrObject *)descr[i])->d_member->type != T_OBJECT_EX) {
-            if (descr[i] != NULL)
-                PyErr_Format(PyExc_TypeError, "configure(): %s is not a slot",
-                             FIELD_NAMES[i]);
-            for (int j = 0; j <= i; j++) Py_XDECREF(descr[j]);
+        PyObject *descr = PyObject_GetAttrString(rt, FIELD_NAMES[i]);
+        if (descr == NULL) return NULL;
+        /* __slots__ members holding any object: read and written at their offsets */
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        if (ok) offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);  /* the type (kept below) keeps its members */
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "configure(): %s is not a slot", FIELD_NAMES[i]);
             return NULL;
         }
-        offsets[i] = ((PyMemberDescrObject *)descr[i])->d_member->offset;
     }
-    for (int i = 0; i < N_FIELDS; i++) {
-        Py_XSETREF(field_descr[i], descr[i]);
-        field_offset[i] = offsets[i];
-    }
+    memcpy(field_offset, offsets, sizeof offsets);
     Py_XSETREF(request_type, (PyTypeObject *)Py_NewRef(rt));
     Py_XSETREF(topvia_type, (PyTypeObject *)Py_NewRef(tt));
     Py_XSETREF(keys_cache, Py_NewRef(keys));
@@ -872,11 +867,6 @@ static int put_str(pieces *ps, PyObject *o) {
     return p == NULL ? -1 : put(ps, p, n);
 }
 
-static PyObject *get_field(PyObject *req, int field) {
-    PyObject *d = field_descr[field];
-    return Py_TYPE(d)->tp_descr_get(d, req, (PyObject *)request_type);
-}
-
 static int could_be_ip(const char *p, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) {
         char c = p[i];
@@ -887,22 +877,30 @@ static int could_be_ip(const char *p, Py_ssize_t n) {
     return 1;
 }
 
-static PyObject *speedups_respond(PyObject *self, PyObject *args) {
+static PyObject *speedups_respond(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    PyObject *req, *reason, *tag, *source, *tail;
-    int code, record_route;
-    if (!PyArg_ParseTuple(args, "OiUOO!pO!:respond", &req, &code, &reason, &tag,
-                          &PyTuple_Type, &source, &record_route, &PyBytes_Type, &tail))
+    if (nargs != 7 || !PyLong_Check(args[1]) || !PyUnicode_Check(args[2]) ||
+        !PyTuple_Check(args[4]) || !PyBytes_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "respond(req, code, reason, tag, source, record_route, tail)");
         return NULL;
+    }
+    PyObject *req = args[0], *reason = args[2], *tag = args[3], *source = args[4],
+             *tail = args[6];
+    long code = PyLong_AsLong(args[1]);
+    int record_route = PyObject_IsTrue(args[5]);
+    if ((code == -1 && PyErr_Occurred()) || record_route < 0) return NULL;
     if (request_type == NULL || Py_TYPE(req) != request_type || code < 100 || code > 699 ||
         PyTuple_GET_SIZE(source) < 2)
         Py_RETURN_NONE;
-    PyObject *f[N_FIELDS] = {NULL};
-    static const int wanted[] = {F_VIAS, F_TOP_VIA, F_VIA_REST, F_FROM, F_TO, F_CALL_ID,
-                                 F_CSEQ, F_TO_TAG, F_TIMESTAMP, F_HEADER_LINES};
+    /* The request's fields, borrowed: it is alive for the call and nothing here runs
+     * Python code that could change it. An unset slot: not a Request the parser made. */
+    PyObject *f[N_FIELDS];
+    for (int i = 0; i < N_FIELDS; i++) {
+        f[i] = *(PyObject **)((char *)req + field_offset[i]);
+        if (f[i] == NULL) Py_RETURN_NONE;
+    }
     PyObject *result = NULL;
-    for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++)
-        if ((f[wanted[i]] = get_field(req, wanted[i])) == NULL) goto done;
     pieces ps;
     ps.k = ps.full = 0;
     ps.total = 0;
@@ -932,7 +930,7 @@ static PyObject *speedups_respond(PyObject *self, PyObject *args) {
                (hn == sn + 2 && host[0] == '[' && host[hn - 1] == ']' &&
                 memcmp(host + 1, src, sn) == 0);
     if (!same && could_be_ip(host, hn)) goto fallback;  /* the same address, written another way? */
-    snprintf(status, sizeof status, "SIP/2.0 %d ", code);
+    snprintf(status, sizeof status, "SIP/2.0 %ld ", code);
     snprintf(port_text, sizeof port_text, "%ld", src_port);
     put(&ps, status, (Py_ssize_t)strlen(status));
     if (put_str(&ps, reason) < 0) goto fallback;
@@ -1026,7 +1024,6 @@ via_done:
 fallback:
     result = Py_NewRef(Py_None);
 done:
-    for (int i = 0; i < N_FIELDS; i++) Py_XDECREF(f[i]);
     return result;
 }
 
@@ -1180,7 +1177,7 @@ static PyMethodDef methods[] = {
      "Python parser)."},
     {"configure", speedups_configure, METH_VARARGS,
      "configure(Request, TopVia, keys, header_key): the types and name cache to use."},
-    {"respond", speedups_respond, METH_VARARGS,
+    {"respond", (PyCFunction)(void (*)(void))speedups_respond, METH_FASTCALL,
      "respond(req, code, reason, tag, source, record_route, tail) -> bytes | None: the "
      "response with its head copied from the request, or None (build it in Python)."},
     {"tag_state", speedups_tag_state, METH_O,

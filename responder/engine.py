@@ -406,7 +406,7 @@ class Engine:
             exch = Exchange(now, ctx.source, req.method, req.uri, req.call_id, None, "drop",
                             rule, 0.0)
             return [Outgoing(ctx.source, None, exch, ctx.local)]
-        tag = self._tag(req)
+        tag = self.seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
         out: list[Outgoing] = []
         i = 0
         while i < len(reply) and reply[i].after <= 0:
