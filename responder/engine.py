@@ -236,7 +236,16 @@ class Engine:
             methods[method] = seen + 1
         else:
             methods[method if len(methods) < METHODS_LIMIT else OTHER_METHOD] += 1
-        outs = self._handle(req, source, now, local, None if forwarded else data)
+        rule = self.ruleset.plain.get(method)
+        if (rule is not None and req.problem is None and not req.require
+                and not self._pending and not self._completed.table):
+            # The short way (RuleSet.plain): what _handle would decide, without the search.
+            ruleset = self.ruleset
+            ctx = _new(Context, (ruleset.identity, self.seeded, now, source, local,
+                                 ruleset.auth))
+            outs = self._answer(req, ctx, rule.reply, rule.name, now)
+        else:
+            outs = self._handle(req, source, now, local, None if forwarded else data)
         if self.journal is not None and not (outs and outs[0].forward is not None):
             self._journal(req, data, source, now, outs)
         return outs

@@ -196,6 +196,8 @@ class RuleSet:
         init=False, repr=False, compare=False, default_factory=dict)
     other_candidates: tuple[Candidate, ...] = field(init=False, repr=False, compare=False,
                                                     default=())
+    plain: dict[str, Rule] = field(init=False, repr=False, compare=False,
+                                   default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_lab", not is_plain(self.default))
@@ -205,6 +207,18 @@ class RuleSet:
             m: tuple(c for c in indexed if _takes(c[1].match, m)) for m in named})
         object.__setattr__(self, "other_candidates",
                            tuple(c for c in indexed if c[1].match.methods is None))
+        # The engine's short way: per method, the rule that takes every request of it
+        # outright (the first candidate asks only for the method, always applies, needs
+        # no credentials or fault memory, and sends all its steps at once).
+        plain = {}
+        for method, cands in self.candidates.items():
+            if method in NOT_BY_STAR or not cands:
+                continue
+            _, rule, method_only = cands[0]
+            if (method_only and rule.probability >= 1.0 and not rule.auth and not rule.lab
+                    and all(step.after <= 0 for step in rule.reply)):
+                plain[method] = rule
+        object.__setattr__(self, "plain", plain)
 
 
 def _takes(match: Match, method: str) -> bool:
