@@ -231,18 +231,14 @@ class Engine:
             self._discard(data, source, now, d.reason)
             return []
         methods, method = self.counters.methods, req.method
-        seen = methods.get(method)
-        if seen is not None:
-            methods[method] = seen + 1
-        else:
-            methods[method if len(methods) < METHODS_LIMIT else OTHER_METHOD] += 1
-        rule = self.ruleset.plain.get(method)
+        counted = method if method in methods or len(methods) < METHODS_LIMIT else OTHER_METHOD
+        methods[counted] = methods.get(counted, 0) + 1
+        ruleset = self.ruleset
+        rule = ruleset.plain.get(method)
         if (rule is not None and req.problem is None and not req.require
                 and not self._pending and not self._completed.table):
             # The short way (RuleSet.plain): what _handle would decide, without the search.
-            ruleset = self.ruleset
-            ctx = _new(Context, (ruleset.identity, self.seeded, now, source, local,
-                                 ruleset.auth))
+            ctx = _new(Context, (ruleset.identity, self.seeded, now, source, local, ruleset.auth))
             outs = self._answer(req, ctx, rule.reply, rule.name, now)
         else:
             outs = self._handle(req, source, now, local, None if forwarded else data)
@@ -291,8 +287,7 @@ class Engine:
             return []
         ruleset = self.ruleset
         ctx = _new(Context, (ruleset.identity, self.seeded, now, source, local, ruleset.auth))
-        if req.problem is not None:
-            p = req.problem
+        if (p := req.problem) is not None:
             step = Step.make(p.status, reason=p.reason)
             return [self._emit(req, ctx, step, self._tag(req), PROBLEM_RULE, now)]
 
@@ -407,9 +402,8 @@ class Engine:
         exch = out.exchange
         return out._replace(exchange=exch._replace(time=now, retransmission=True) if exch else None)
 
-    def _answer(
-        self, req: Request, ctx: Context, reply: Reply, rule: str, now: float
-    ) -> list[Outgoing]:
+    def _answer(self, req: Request, ctx: Context, reply: Reply, rule: str, now: float
+                ) -> list[Outgoing]:
         if not reply:
             self.counters.dropped += 1
             exch = Exchange(now, ctx.source, req.method, req.uri, req.call_id, None, "drop",
