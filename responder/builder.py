@@ -8,7 +8,6 @@ received/rport parameters of the top Via. Headers a code requires come from
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
@@ -18,6 +17,7 @@ from .auth import AuthConfig, challenge
 from .message import Request
 from .rules.model import Identity, Step
 from .seeded import Seeded
+from .speedups import SPEEDUPS
 from .uri import name_addr, param, split_commas
 
 Addr = tuple[str, int]
@@ -189,7 +189,8 @@ def build_step(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes
     """
     method = req.method
     code = step.code
-    contact = _contact(req, ctx) if 100 < code < 300 and method in DIALOG_METHODS else None
+    dialog = 100 < code < 300 and method in DIALOG_METHODS  # Contact and Record-Route
+    contact = _contact(req, ctx) if dialog else None
     key = (id(step), method, contact)
     hit = _TAILS.get(key)
     if hit is not None and hit[0] is step and hit[1] is ctx.identity:
@@ -201,26 +202,15 @@ def build_step(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes
                 _TAILS.clear()
             _TAILS[key] = (step, ctx.identity, tail)
     if _respond is not None:
-        record_route = 100 < code < 300 and method in DIALOG_METHODS
-        data = _respond(req, code, step.reason, tag, ctx.source, record_route, tail)
+        data = _respond(req, code, step.reason, tag, ctx.source, dialog, tail)
         if data is not None:
             return data
     return _head(req, ctx, code, step.reason, tag).encode("utf-8", "surrogateescape") + tail
 
 
-def _load_respond() -> Callable[[Request, int, str, str | None, Addr, bool, bytes],
-                                bytes | None] | None:
-    """The compiled head builder, unless not built or SIP_RESPONDER_PURE is set."""
-    if os.environ.get("SIP_RESPONDER_PURE"):
-        return None
-    try:
-        from ._speedups import respond
-    except ImportError:
-        return None
-    return respond
-
-
-_respond = _load_respond()
+# The compiled head (responder/_speedups.c), when it is there: status line to Record-Route.
+_respond: Callable[[Request, int, str, str | None, Addr, bool, bytes], bytes | None] | None = (
+    SPEEDUPS.respond if SPEEDUPS else None)
 
 
 def _head(req: Request, ctx: Context, code: int, reason: str, tag: str | None) -> str:

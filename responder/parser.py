@@ -15,13 +15,13 @@ What is lenient, on purpose (and recorded in the README):
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 
 from . import errors
 from .errors import Discard, Problem
 from .message import COMPACT, Request, TopVia
+from .speedups import SPEEDUPS
 from .uri import (
     SIP_SCHEMES,
     SUPPORTED_SCHEMES,
@@ -306,16 +306,6 @@ def _contact_problem(req: Request) -> Problem | None:
     return None
 
 
-def _load_fast() -> Callable[[bytes], Request | None] | None:
-    """The compiled fast path, unless it is not built or SIP_RESPONDER_PURE is set."""
-    if os.environ.get("SIP_RESPONDER_PURE"):
-        return None
-    try:
-        from . import _speedups
-    except ImportError:
-        return None
-    _speedups.configure(Request, TopVia, _KEYS, _header_key)
-    return _speedups.parse
-
-
-_fast_parse = _load_fast()
+if SPEEDUPS is not None:
+    SPEEDUPS.configure(Request, TopVia, _KEYS, _header_key)
+_fast_parse: Callable[[bytes], Request | None] | None = SPEEDUPS.parse if SPEEDUPS else None

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Callable
 
-ToTag = Callable[[bytes, str | None, str | None, str | None], str | None]
+from .speedups import SPEEDUPS
 
-
-def _compiled() -> tuple[Callable[[bytes], bytes], ToTag] | None:
-    """The compiled To tag (responder/_speedups.c), unless not built or SIP_RESPONDER_PURE."""
-    if os.environ.get("SIP_RESPONDER_PURE"):
-        return None
-    try:
-        from ._speedups import tag_state, to_tag
-    except ImportError:
-        return None
-    return tag_state, to_tag
-
-
-_COMPILED = _compiled()
+# The compiled To tag (responder/_speedups.c), when it is there: the state after the key
+# block, and the function that goes on from it (None for text it leaves to hashlib).
+_TAG_STATE: Callable[[bytes], bytes] | None = SPEEDUPS.tag_state if SPEEDUPS else None
+_TO_TAG: Callable[[bytes, str | None, str | None, str | None], str | None] | None = (
+    SPEEDUPS.to_tag if SPEEDUPS else None)
 
 
 def random_seed() -> int:
@@ -39,16 +30,14 @@ def random_seed() -> int:
 class Seeded:
     """Derivations keyed by one seed. Immutable."""
 
-    __slots__ = ("_c_tag", "_c_tag_state", "_key", "_tag_hash", "seed")
+    __slots__ = ("_c_tag_state", "_key", "_tag_hash", "seed")
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self._key = hashlib.blake2b(str(seed).encode(), digest_size=32).digest()
         # Keyed BLAKE2b state after the key block: copying it is cheaper than re-keying.
         self._tag_hash = hashlib.blake2b(key=self._key, digest_size=6, person=b"to-tag")
-        # The same, compiled: the state after the key block, and the function that goes on.
-        self._c_tag: ToTag | None = _COMPILED[1] if _COMPILED else None
-        self._c_tag_state = _COMPILED[0](self._key) if _COMPILED else b""
+        self._c_tag_state = _TAG_STATE(self._key) if _TAG_STATE else b""  # the same, compiled
 
     def _digest(self, purpose: bytes, text: str, size: int) -> bytes:
         h = hashlib.blake2b(key=self._key, digest_size=size, person=purpose)
@@ -57,8 +46,8 @@ class Seeded:
 
     def to_tag(self, call_id: str | None, from_tag: str | None, branch: str | None) -> str:
         """The To tag of every response to one request (SPEC §4): Call-ID, From tag, branch."""
-        if self._c_tag is not None:
-            tag = self._c_tag(self._c_tag_state, call_id, from_tag, branch)
+        if _TO_TAG is not None:
+            tag = _TO_TAG(self._c_tag_state, call_id, from_tag, branch)
             if tag is not None:
                 return tag
         h = self._tag_hash.copy()
