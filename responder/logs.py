@@ -77,6 +77,11 @@ class ExchangeLog:
         self._format = json_line if fmt == "json" else text_line
         self._file: BinaryIO | None = _open_append(path) if path is not None else None
 
+    @property
+    def silent(self) -> bool:
+        """Nothing is ever written (``-q`` and no log file): no need to collect exchanges."""
+        return self.quiet and self.path is None
+
     def write(self, exchanges: list[Exchange]) -> None:
         if not exchanges or (self.quiet and self._file is None):
             return

@@ -53,7 +53,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     stats = stats or ServerStats()
-    on_exchanges = log.write
+    on_exchanges: Callable[[list[Exchange]], None] | None = None if log.silent else log.write
     if metrics is not None:
         observe, write = stats.observe, log.write
 

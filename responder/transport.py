@@ -1,9 +1,16 @@
 """UDP sockets wired to the engine; no decisions here.
 
 Each socket is non-blocking and registered with ``loop.add_reader``; when it is
-readable the reader drains it with ``recvfrom`` until it would block (at most
-``BATCH`` datagrams per wake-up, so one busy socket cannot starve another or
-the timer). One timer handle fires the engine's next delayed step.
+readable the reader takes up to ``MANY`` datagrams at a time (one ``recvmmsg``
+with the compiled fast path, ``recvfrom`` until it would block without it), hands
+them to the engine, and sends their responses together, back to back (one
+``sendmmsg``), before it reads more: at most ``BATCH`` datagrams per wake-up, so
+one busy socket cannot starve another or the timer. One timer handle fires the
+engine's next delayed step.
+
+Sending the responses of a batch in one run matters on loopback and in VMs: each
+send that finds the peer asleep pays for waking it, and a run of sends wakes it
+once; under light load a batch is one datagram, so nothing waits for company.
 
 With several workers (``--workers``), every worker reads the same sockets; a
 request the engine hands to its owner worker travels over that worker's
@@ -14,40 +21,57 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from collections.abc import Callable
+from functools import partial
 
 from .engine import Engine, Exchange, Outgoing
-
-MANY = 64  # datagrams per recv_many (its C buffer count)
-RecvMany = Callable[[int], list[tuple[bytes, tuple[str, int]]]]
-SendMany = Callable[[int, int, list[Outgoing]], int]
-
-
-def _batch_calls() -> tuple[RecvMany, SendMany] | None:
-    """The compiled recvmmsg/sendmmsg calls, unless not built or SIP_RESPONDER_PURE is set."""
-    if os.environ.get("SIP_RESPONDER_PURE"):
-        return None
-    try:
-        from ._speedups import recv_many, send_many
-    except ImportError:
-        return None
-    return recv_many, send_many
-
-
-BATCH_CALLS = _batch_calls()
-
-BATCH = 256
-# Responses are sent in runs of up to FLUSH, back to back, rather than one between every two
-# receives: on loopback (and in VMs) each send that finds the peer asleep pays for waking it,
-# and a run of sends wakes it once. Under light load a run is one response (no added delay).
-# Measured (closed loop, 64 in flight): one send per receive 20-27k responses per CPU-second,
-# runs of 16-64: 29-33k.
-FLUSH = 32
-MAX_DATAGRAM = 65535
+from .speedups import SPEEDUPS
 
 Addr = tuple[str, int]
+Recv = Callable[[], list[tuple[bytes, Addr]]]  # up to MANY datagrams; [] when none waits
+Send = Callable[[list[Outgoing]], int]  # sends the outs' data; returns how many failed
+
+MANY = 64  # datagrams per receive call (the compiled recv_many's buffer count)
+BATCH = 256  # datagrams per wake-up at most
+MAX_DATAGRAM = 65535
+
+
+def recv_many(sock: socket.socket) -> list[tuple[bytes, Addr]]:
+    """The pure-Python twin of the compiled ``recv_many``."""
+    got: list[tuple[bytes, Addr]] = []
+    for _ in range(MANY):
+        try:
+            data, source = sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            continue  # e.g. ICMP port unreachable reported on this socket
+        got.append((data, source[:2]))
+    return got
+
+
+def send_many(sock: socket.socket, outs: list[Outgoing]) -> int:
+    """The pure-Python twin of the compiled ``send_many``: each out's data to its dest, not
+    a drop (data None) nor a request handed to another worker; returns the failures."""
+    failed = 0
+    for out in outs:
+        if out.data is None or out.forward is not None:
+            continue
+        try:
+            sock.sendto(out.data, out.dest)
+        except OSError:
+            failed += 1  # UDP: a full buffer or unreachable peer loses it
+    return failed
+
+
+def socket_io(sock: socket.socket) -> tuple[Recv, Send]:
+    """How ``sock`` is read and written: the compiled batch calls where they apply."""
+    family = sock.family
+    if SPEEDUPS is not None and family in (socket.AF_INET, socket.AF_INET6):
+        fd = sock.fileno()
+        return partial(SPEEDUPS.recv_many, fd), partial(SPEEDUPS.send_many, fd, int(family))
+    return partial(recv_many, sock), partial(send_many, sock)
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
@@ -84,9 +108,10 @@ class UdpTransport:
         self,
         loop: asyncio.AbstractEventLoop,
         engine: Engine,
-        on_exchanges: Callable[[list[Exchange]], None],
+        on_exchanges: Callable[[list[Exchange]], None] | None,
         peers: list[socket.socket] | None = None,
     ) -> None:
+        """``on_exchanges``: given the exchanges of each wake-up; None: nobody wants them."""
         self.loop = loop
         self.engine = engine
         self.on_exchanges = on_exchanges
@@ -96,16 +121,13 @@ class UdpTransport:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.send_errors = 0
+        self._senders: dict[Addr, Send] = {}  # per local address: how its socket sends
 
     def add(self, sock: socket.socket) -> Addr:
         local: Addr = sock.getsockname()[:2]
         self.sockets[local] = sock
-        family = sock.family
-        if BATCH_CALLS is not None and family in (socket.AF_INET, socket.AF_INET6):
-            self.loop.add_reader(sock.fileno(), self._readable_many, sock.fileno(), int(family),
-                                 local)
-        else:
-            self.loop.add_reader(sock.fileno(), self._readable, sock, local)
+        recv, self._senders[local] = socket_io(sock)
+        self.loop.add_reader(sock.fileno(), self._readable, recv, local)
         return local
 
     def add_inbox(self, sock: socket.socket) -> None:
@@ -122,43 +144,15 @@ class UdpTransport:
         for sock in self.sockets.values():
             sock.close()
         self.sockets.clear()
+        self._senders.clear()
 
-    def _readable(self, sock: socket.socket, local: Addr) -> None:
-        receive = self.engine.receive
-        now = self.loop.time()
-        exchanges: list[Exchange] = []
-        ready: list[Outgoing] = []
-        flush = FLUSH
-        for _ in range(BATCH):
-            try:
-                data, source = sock.recvfrom(MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                continue  # e.g. ICMP port unreachable reported on this socket
-            outs = receive(data, source[:2], now, local)
-            if outs:
-                ready += outs
-                if len(ready) >= flush:
-                    self._send(sock, ready, exchanges)
-                    ready = []
-        if ready:
-            self._send(sock, ready, exchanges)
-        if exchanges:
-            self.on_exchanges(exchanges)
-        self._arm()
-
-    def _readable_many(self, fd: int, family: int, local: Addr) -> None:
-        """:meth:`_readable` with recvmmsg/sendmmsg: up to MANY datagrams a system call,
-        their responses sent together after them (one run per batch received)."""
-        assert BATCH_CALLS is not None
-        recv_many, send_many = BATCH_CALLS
+    def _readable(self, recv: Recv, local: Addr) -> None:
         receive = self.engine.receive
         now = self.loop.time()
         exchanges: list[Exchange] = []
         for _ in range(BATCH // MANY):
             try:
-                batch = recv_many(fd)
+                batch = recv()
             except OSError:
                 continue  # e.g. ICMP port unreachable reported on this socket
             ready: list[Outgoing] = []
@@ -167,23 +161,12 @@ class UdpTransport:
                 if outs:
                     ready += outs
             if ready:
-                if self.peers:
-                    self._forward(ready)
-                for out in ready:
-                    if out.exchange is not None:
-                        exchanges.append(out.exchange)
-                self.send_errors += send_many(fd, family, ready)
+                self._send(local, ready, exchanges)
             if len(batch) < MANY:
                 break
-        if exchanges:
+        if exchanges and self.on_exchanges is not None:
             self.on_exchanges(exchanges)
         self._arm()
-
-    def _forward(self, outs: list[Outgoing]) -> None:
-        for out in outs:
-            if out.forward is not None:
-                with contextlib.suppress(OSError):
-                    self.peers[out.forward].send(pack_forward(out.local, out.dest, out.data or b""))
 
     def _forwarded(self, inbox: socket.socket) -> None:
         now = self.loop.time()
@@ -194,27 +177,24 @@ class UdpTransport:
             except (BlockingIOError, InterruptedError):
                 break
             local, source, data = unpack_forward(msg)
-            sock = self.sockets.get(local)
-            if sock is not None:
-                self._send(sock, self.engine.receive(data, source, now, local, True), exchanges)
-        if exchanges:
+            if local in self._senders:
+                self._send(local, self.engine.receive(data, source, now, local, True), exchanges)
+        if exchanges and self.on_exchanges is not None:
             self.on_exchanges(exchanges)
         self._arm()
 
-    def _send(self, sock: socket.socket, outs: list[Outgoing], exchanges: list[Exchange]) -> None:
-        for out in outs:
-            if out.forward is not None:
-                with contextlib.suppress(OSError):
-                    self.peers[out.forward].send(pack_forward(out.local, out.dest, out.data or b""))
-                continue
-            if out.exchange is not None:
-                exchanges.append(out.exchange)
-            if out.data is None:
-                continue
-            try:
-                sock.sendto(out.data, out.dest)
-            except OSError:
-                self.send_errors += 1  # UDP: a full buffer or unreachable peer loses it
+    def _send(self, local: Addr, outs: list[Outgoing], exchanges: list[Exchange]) -> None:
+        """Send ``outs`` from the socket at ``local``; requests for other workers go to
+        their inboxes; the exchanges are added to ``exchanges``."""
+        if self.peers:
+            for out in outs:
+                if out.forward is not None:
+                    with contextlib.suppress(OSError):
+                        self.peers[out.forward].send(
+                            pack_forward(out.local, out.dest, out.data or b""))
+        if self.on_exchanges is not None:
+            exchanges += [out.exchange for out in outs if out.exchange is not None]
+        self.send_errors += self._senders[local](outs)
 
     def _arm(self) -> None:
         deadline = self.engine.next_deadline()
@@ -232,11 +212,9 @@ class UdpTransport:
         outs = self.engine.due(max(self.loop.time(), deadline))
         exchanges: list[Exchange] = []
         for out in outs:
-            sock = self.sockets.get(out.local) if out.local else None
-            if sock is None and self.sockets:
-                sock = next(iter(self.sockets.values()))
-            if sock is not None:
-                self._send(sock, [out], exchanges)
-        if exchanges:
+            local = out.local if out.local in self._senders else next(iter(self._senders), None)
+            if local is not None:
+                self._send(local, [out], exchanges)
+        if exchanges and self.on_exchanges is not None:
             self.on_exchanges(exchanges)
         self._arm()

@@ -69,7 +69,8 @@ def test_the_extension_is_built_and_used() -> None:
 
 
 def test_sip_responder_pure_turns_it_off() -> None:
-    code = "from responder import parser; print(parser._fast_parse is None)"
+    code = ("from responder import parser, speedups; "
+            "print(parser._fast_parse is None and speedups.SPEEDUPS is None)")
     env = {**os.environ, "SIP_RESPONDER_PURE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True)
@@ -284,39 +285,47 @@ FAMILIES = [pytest.param(socket.AF_INET, "127.0.0.1", id="ipv4"),
                          marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no ::1"))]
 
 
-@needs_ext
+@pytest.mark.parametrize("compiled", [pytest.param(True, marks=needs_ext, id="compiled"),
+                                      pytest.param(False, id="python")])
 @pytest.mark.parametrize(("family", "host"), FAMILIES)
-def test_recv_many_and_send_many(family: socket.AddressFamily, host: str) -> None:
-    from responder._speedups import recv_many, send_many
+def test_recv_many_and_send_many(family: socket.AddressFamily, host: str, compiled: bool,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The transport's batch calls, compiled (recvmmsg/sendmmsg) and their Python twins:
+    whole datagrams in order, at most 64 a call, [] when none waits; drops and requests
+    for other workers not sent; more than one sendmmsg's worth sent in order."""
+    from responder import transport
+    from responder.engine import Outgoing
 
+    if not compiled:
+        monkeypatch.setattr(transport, "SPEEDUPS", None)
     server, peer = _pair(family, host)
     with server, peer:
-        assert recv_many(server.fileno()) == []  # nothing waiting: no error, no exception
+        recv, send = transport.socket_io(server)
+        assert recv() == []  # nothing waiting: no error, no exception
         sizes = [0, 1, 1500, 65507 if family == socket.AF_INET else 65487, *range(2, 80)]
         sent = [bytes([i % 251]) * n for i, n in enumerate(sizes)]
         for data in sent:
             peer.sendto(data, server.getsockname()[:2])
         got: list[tuple[bytes, tuple[str, int]]] = []
         while len(got) < len(sent):
-            batch = recv_many(server.fileno())
-            assert 0 < len(batch) <= 64  # at most one buffer set per call
+            batch = recv()
+            assert 0 < len(batch) <= transport.MANY
             got += batch
-        assert [d for d, _ in got] == sent  # whole datagrams, in order
+        assert [d for d, _ in got] == sent
         assert {src for _, src in got} == {peer.getsockname()[:2]}
         source = got[0][1]
-        outs = [
-            (source, b"first"),
-            (source, None),                   # a drop: nothing sent
-            (source, b"forwarded", None, None, 1),  # for another worker: not sent here
-            (("no-such-host", 5060), b"x"),  # not an address: counted, not sent
-            (source, b"last", None, None, None),
-        ]
-        assert send_many(server.fileno(), family, outs) == 1
+        outs = [Outgoing(source, b"first", None),
+                Outgoing(source, None, None),                     # a drop: nothing sent
+                Outgoing(source, b"forwarded", None, None, 1),   # for another worker
+                Outgoing(source, b"last", None, None, None)]
+        assert send(outs) == 0
         assert peer.recv(100) == b"first"
         assert peer.recv(100) == b"last"
-        many = [(source, b"%d" % i) for i in range(150)]  # more than one sendmmsg batch
-        assert send_many(server.fileno(), family, many) == 0
-        assert [peer.recv(100) for _ in many] == [d for _, d in many]
+        many = [Outgoing(source, b"%d" % i, None) for i in range(150)]
+        assert send(many) == 0
+        assert [peer.recv(100) for _ in many] == [o.data for o in many]
+        if compiled:  # an address it cannot read is counted, not sent (no name lookup)
+            assert send([Outgoing(("no-such-host", 5060), b"x", None)]) == 1
 
 
 def test_the_same_bytes_with_and_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
