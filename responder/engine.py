@@ -233,15 +233,7 @@ class Engine:
         methods, method = self.counters.methods, req.method
         counted = method if method in methods or len(methods) < METHODS_LIMIT else OTHER_METHOD
         methods[counted] = methods.get(counted, 0) + 1
-        ruleset = self.ruleset
-        rule = ruleset.plain.get(method)
-        if (rule is not None and req.problem is None and not req.require
-                and not self._pending and not self._completed.table):
-            # The short way (RuleSet.plain): what _handle would decide, without the search.
-            ctx = _new(Context, (ruleset.identity, self.seeded, now, source, local, ruleset.auth))
-            outs = self._answer(req, ctx, rule.reply, rule.name, now)
-        else:
-            outs = self._handle(req, source, now, local, None if forwarded else data)
+        outs = self._handle(req, source, now, local, None if forwarded else data)
         if self.journal is not None and not (outs and outs[0].forward is not None):
             self._journal(req, data, source, now, outs)
         return outs
@@ -302,6 +294,11 @@ class Engine:
             if entry is not None:
                 self.counters.retransmissions += 1
                 return [self._again(entry.last, now)] if entry.last else []
+        plain = ruleset.plain.get(req.method)
+        if plain is not None and not req.require:
+            # RuleSet.plain: the rule select() would choose, known without the search, and one
+            # that needs nothing below (no credentials, no owner worker, no fault memory).
+            return self._answer(req, ctx, plain.reply, plain.name, now)
 
         owner = None
         if self.shard is not None and data is not None:

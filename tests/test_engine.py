@@ -250,8 +250,8 @@ RULE_LINES = ["INVITE->486", "OPTIONS->200", "INVITE->180,200", "*->503", "BYE->
 @given(data=st.data())
 @settings(max_examples=200, deadline=None, database=None)
 def test_the_short_way_decides_what_the_long_way_decides(data: st.DataObject) -> None:
-    """RuleSet.plain lets receive() skip _handle's search for rules that take every request
-    of a method at once: the same responses, exchanges and counters as without it."""
+    """RuleSet.plain lets _handle skip the search for rules that take every request of a
+    method at once: the same responses, exchanges and counters as without it."""
     specs = data.draw(st.lists(st.sampled_from(RULE_LINES), max_size=4))
     try:
         ruleset = build_ruleset(None, specs)
