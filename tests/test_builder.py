@@ -176,3 +176,21 @@ def test_non_ascii_bytes_are_copied_verbatim() -> None:
     req = parse(raw)
     out = build(req, CTX, 200, "OK", "t")
     assert '"Jürgen \x00"'.encode() in out
+
+
+def test_the_tail_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_step's cache of response tails (docs/faults.md, Bounds) never grows past
+    TAILS_LIMIT, however many rule steps a reload after reload brings, and starting over
+    changes no byte."""
+    from responder import builder
+    from responder.rules.model import Step
+
+    monkeypatch.setattr(builder, "TAILS_LIMIT", 8)
+    monkeypatch.setattr(builder, "_TAILS", {})
+    req = parse(request("OPTIONS"))
+    for i in range(50):
+        step = Step.make(200, headers=(("X-Step", str(i)),))
+        first = builder.build_step(req, CTX, step, "t")
+        assert len(builder._TAILS) <= 8
+        assert first == builder.build_step(req, CTX, step, "t") == build(
+            req, CTX, 200, "OK", "t", step.headers)

@@ -56,3 +56,20 @@ def test_sighup_to_the_parent_reloads_every_worker(tmp_path: Path) -> None:
             got = [parse_response(client.recv().data) for _ in range(20)]  # type: ignore[union-attr]
         assert statuses(got) == [603] * 20  # whichever worker read it
         assert server.stop() == 0
+
+
+def test_one_client_address_is_spread_over_the_workers() -> None:
+    """The workers share one socket, so even one client 5-tuple reaches all of them
+    (SO_REUSEPORT would pin it to one). OPTIONS are never handed between workers, so each
+    worker's count is what it read itself."""
+    with ResponderProcess("--workers", "2", "-q") as server:
+        with server.client() as client:
+            for _ in range(20):  # bursts: both workers wake and drain
+                for _ in range(100):
+                    client.send(client.request("OPTIONS", call_id=unique("s")))
+                client.recv_all_until(client.send_sentinel(), timeout=10)
+        assert server.stop() == 0
+    counts = [int(m.group(1)) for line in server.stderr_lines
+              if (m := re.search(r"worker \d stopped: (\d+) datagrams received", line))]
+    assert len(counts) == 2 and sum(counts) >= 2000, counts
+    assert min(counts) > 0, counts
