@@ -1,4 +1,4 @@
-"""The compiled fast path (responder/_speedups.c) is optional: without a C compiler and
+"""The compiled fast path (responder/_accel/_speedups.c) is optional: without a C compiler and
 the Python headers the build goes on without it and the pure-Python parser does all the
 work (slower, same answers). Everything else about the package is in pyproject.toml."""
 
@@ -7,8 +7,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "responder._speedups",
-            ["responder/_speedups.c"],
+            "responder._accel._speedups",
+            ["responder/_accel/_speedups.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

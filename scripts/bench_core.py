@@ -4,7 +4,7 @@
 Runs Engine.receive() (which is exactly parse, match, build) on an OPTIONS and
 an INVITE with the built-in default rules, and on the stages alone, several
 times each; prints the median of the runs. "parse" is what the engine uses (the
-compiled fast path when responder._speedups is built, unless SIP_RESPONDER_PURE
+compiled fast path when responder._accel._speedups is built, unless SIP_RESPONDER_PURE
 is set); "parse (pure Python)" is the Python parser alone. No sockets: this is the interpreter
 work per request that the transport adds its I/O to.
 
@@ -18,12 +18,15 @@ import statistics
 import time
 from collections.abc import Callable
 
-from responder.builder import Context, build_step
-from responder.engine import Engine
-from responder.parser import _fast_parse, parse, parse_python
+from responder.core.answer import build_step
+from responder.core.effects import Inbound
+from responder.core.engine import Engine
+from responder.core.journal import Journal
 from responder.rules.loader import build_ruleset
 from responder.rules.matcher import select
-from responder.seeded import Seeded
+from responder.sip.builder import Context
+from responder.sip.parser import _fast_parse, parse, parse_python
+from responder.sip.seeded import Seeded
 
 OPTIONS = (
     b"OPTIONS sip:100@127.0.0.1:5060 SIP/2.0\r\n"
@@ -53,6 +56,7 @@ INVITE = (
     b"Content-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP
 )
 SRC = ("127.0.0.1", 5062)
+LOCAL = ("127.0.0.1", 5060)
 
 
 def per_call_us(fn: Callable[[], object], n: int, runs: int) -> float:
@@ -75,6 +79,8 @@ def main() -> None:
     ruleset = build_ruleset(None, [])
     seeded = Seeded(1)
     engine = Engine(ruleset, seeded)
+    recording, journal = Engine(ruleset, seeded, record=True), Journal(1000)
+    new = tuple.__new__
     print(f"{'request':8} {'stage':24} {'median µs':>10}   (runs={args.runs}, n={args.n}; "
           f"compiled fast path {'on' if _fast_parse else 'off'})")
     for name, data in (("OPTIONS", OPTIONS), ("INVITE", INVITE)):
@@ -88,7 +94,11 @@ def main() -> None:
             ("parse (pure Python)", lambda d=data: parse_python(d)),
             ("match", lambda r=req: select(ruleset, r, SRC[0], seeded)),
             ("build (final step)", lambda r=req, s=step, c=ctx: build_step(r, c, s, "t")),
-            ("receive (all steps)", lambda d=data: engine.receive(d, SRC, 0.0, SRC)),
+            ("Inbound (the API's cost)", lambda d=data: new(Inbound, (d, SRC, LOCAL, "udp", None))),
+            ("receive (all steps)",
+             lambda d=data: engine.receive(new(Inbound, (d, SRC, LOCAL, "udp", None)), 0.0)),
+            ("receive, journal on", lambda d=data: journal.observe(recording.receive(
+                new(Inbound, (d, SRC, LOCAL, "udp", None)), 0.0))),
         ]
         for stage, fn in rows:
             print(f"{name:8} {stage:24} {per_call_us(fn, args.n, args.runs):10.2f}")

@@ -2,7 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from responder.core.effects import Effect, Inbound, Send
+from responder.core.engine import Engine
+from responder.core.journal import Journal
+
+
+def feed(engine: Engine, data: bytes, source: tuple[str, int], now: float,
+         local: tuple[str, int] | None = None, handed: bool = False) -> list[Effect]:
+    """One datagram into the engine: ``Engine.receive(Inbound(...), now)``."""
+    return engine.receive(Inbound(data, source, local), now, handed)
+
+
+class Recorded:
+    """An engine whose effects a journal observes, wired the way the server wires them."""
+
+    def __init__(self, engine: Engine, size: int) -> None:
+        engine.record = True
+        self.engine, self.journal = engine, Journal(size)
+
+    def feed(self, data: bytes, source: tuple[str, int], now: float,
+             local: tuple[str, int] | None = None) -> list[Effect]:
+        effects = feed(self.engine, data, source, now, local)
+        self.journal.observe(effects)
+        return effects
+
+    def due(self, now: float) -> list[Effect]:
+        effects = self.engine.due(now)
+        self.journal.observe(effects)
+        return effects
+
+
+def answer(engine: Engine, data: bytes, source: tuple[str, int], now: float,
+           local: tuple[str, int] | None = None) -> list[Send]:
+    """:func:`feed`, and only what went on the wire (every effect a Send: checked)."""
+    effects = feed(engine, data, source, now, local)
+    out = sends(effects)
+    assert len(out) == len(effects), effects
+    return out
+
+
+def sends(effects: Sequence[Effect]) -> list[Send]:
+    """The Send effects (what goes on the wire), in order."""
+    return [e for e in effects if isinstance(e, Send)]
 
 
 def request(

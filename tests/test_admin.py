@@ -7,6 +7,8 @@ server's own edges (keep-alive, Expect: 100-continue, bounds), all over loopback
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import http.client
 import json
 import re
@@ -16,10 +18,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support import ResponderProcess, run_cli, statuses, unique
+
+from responder.ops import http as ops_http
+from responder.ops.http import HttpRequest, HttpResponse, HttpServer, text
 
 ADMIN_LINE = r"admin on (http://127\.0\.0\.1:\d+)$"
 METRICS_LINE = r"metrics on (http://127\.0\.0\.1:\d+/metrics)"
@@ -220,6 +226,30 @@ def test_journal_lists_and_filters_exchanges(admin: tuple[ResponderProcess, str]
         assert call("GET", f"{base}/journal?{query}").status == 400, query
 
 
+def test_journal_lists_a_garbage_fault_response() -> None:
+    """A ``fault: garbage`` response has no status line; the journal keeps the status it
+    sent (486) instead of re-reading it from the bytes, so GET /journal stays 200 (it was
+    500 before) and lists it, and later exchanges are listed too."""
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q",
+                          "--rule", "INVITE@1000->486;fault=garbage") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        garbage, plain = unique("garbage"), unique("plain")
+        with server.client() as client:
+            client.send(client.request("INVITE", call_id=garbage, uri="sip:1000@127.0.0.1"))
+            raw = client.recv_all_until(client.send_sentinel())
+            assert raw and not raw[0].startswith(b"SIP/2.0")  # the garbage came
+            client.exchange(client.request("OPTIONS", call_id=plain))
+        got = call("GET", base + "/journal")
+        assert got.status == 200
+        entries = got.json()["entries"]
+        assert isinstance(entries, list)
+        by_call = {e["call_id"]: e for e in entries}
+        assert by_call[garbage]["statuses"] == [486]
+        assert by_call[garbage]["rule"] == "INVITE@1000->486;fault=garbage"
+        assert by_call[plain]["statuses"] == [200]
+        assert server.stop() == 0
+
+
 def test_delete_journal_empties_it(admin: tuple[ResponderProcess, str]) -> None:
     server, base = admin
     sip_status(server, "OPTIONS")
@@ -298,19 +328,45 @@ def test_keep_alive_and_unknown_resources(admin: tuple[ResponderProcess, str]) -
         conn.close()
 
 
-def raw_http(base: str, data: bytes, then: bytes | None = None) -> bytes:
-    """Send ``data``; with ``then``, wait for an interim answer and send ``then``."""
+class Raw(NamedTuple):
+    status: int   # of the final response (after any 1xx)
+    head: bytes   # the final response's status line and headers
+    data: bytes   # everything received, interim responses included
+
+
+def http_addr(base: str) -> tuple[str, int]:
     host, port = base.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
+    return host, int(port)
+
+
+def raw_http(base: str, data: bytes, then: bytes | None = None, eof: bool = False) -> Raw:
+    """Send ``data``; with ``then``, wait for an interim answer and send ``then``. Returns
+    once a final response is in (by its Content-Length), or with ``eof`` once the server
+    has closed the connection."""
+    with socket.create_connection(http_addr(base), timeout=5) as sock:
         sock.sendall(data)
         got = b""
         if then is not None:
             while b"\r\n\r\n" not in got:
                 got += sock.recv(65536)
             sock.sendall(then)
-        while chunk := sock.recv(65536):
+        start = 0  # where the response being read begins
+        while True:
+            end = got.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head = got[start:end]
+                status = int(head.split(b" ", 2)[1])
+                if 100 <= status < 200:
+                    start = end + 4
+                    continue
+                length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+                if not eof and length and len(got) >= end + 4 + int(length.group(1)):
+                    return Raw(status, head, got)
+            chunk = sock.recv(65536)
+            if not chunk:
+                assert end >= 0, f"closed before a whole answer: {got!r}"
+                return Raw(status, head, got)
             got += chunk
-        return got
 
 
 def test_expect_100_continue_and_bounds(admin: tuple[ResponderProcess, str]) -> None:
@@ -318,17 +374,187 @@ def test_expect_100_continue_and_bounds(admin: tuple[ResponderProcess, str]) -> 
     body = b"OPTIONS->299\n"
     got = raw_http(base, b"PUT /rules HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
                          b"Expect: 100-continue\r\nConnection: close\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body), body)
-    assert got.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), got
+                         b"Content-Length: %d\r\n\r\n" % len(body), body, eof=True)
+    assert got.data.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), got
     assert sip_status(server, "OPTIONS") == 299
-    too_big = raw_http(base, b"PUT /rules HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n")
-    assert too_big.startswith(b"HTTP/1.1 413 "), too_big
-    chunked = raw_http(base, b"PUT /rules HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-    assert chunked.startswith(b"HTTP/1.1 411 "), chunked
-    assert raw_http(base, b"hello\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-    assert raw_http(base, b"GET /rules HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 505 ")
-    huge = b"GET /rules HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 20000 + b"\r\n\r\n"
-    assert raw_http(base, huge).startswith(b"HTTP/1.1 431 ")
-    # HTTP/1.0 without headers: answered, then closed
-    assert raw_http(base, b"GET /journal HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200 OK")
-    assert sip_status(server, "OPTIONS") == 299  # and SIP is still answered
+    # over MAX_BODY: 413 before the body is read (and no 100 Continue), then the end
+    too_big = raw_http(base, b"PUT /rules HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+    assert too_big.data.startswith(b"HTTP/1.1 413 "), too_big
+    assert b"\r\nConnection: close" in too_big.head, too_big
+    refused = raw_http(base, b"PUT /rules HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                             b"Content-Length: 2000000\r\n\r\n")
+    assert refused.data.startswith(b"HTTP/1.1 413 "), refused
+    # chunked bodies are aiohttp's to decode, bounded by the same MAX_BODY
+    chunked = b"PUT /rules HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n" \
+              b"Transfer-Encoding: chunked\r\n\r\n"
+    rule = b"OPTIONS->298\n"
+    got = raw_http(base, chunked + b"%x\r\n%s\r\n0\r\n\r\n" % (len(rule), rule))
+    assert got.data.startswith(b"HTTP/1.1 200 OK\r\n"), got
+    assert sip_status(server, "OPTIONS") == 298
+    big = b"#" * (1024 * 1024 + 1)
+    too_big = raw_http(base, chunked + b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big))
+    assert too_big.data.startswith(b"HTTP/1.1 413 "), too_big.head
+    # malformed requests: aiohttp's 400 (in the version of the request it could not read)
+    assert raw_http(base, b"hello\r\n\r\n").status == 400
+    huge = b"GET /rules HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 20000 + b"\r\n\r\n"
+    assert raw_http(base, huge).status == 400
+    assert raw_http(base, b"GET /rules HTTP/2.0\r\nHost: x\r\n\r\n").status == 505
+    # HTTP/1.0 without headers: answered (in HTTP/1.0), then closed
+    old = raw_http(base, b"GET /journal HTTP/1.0\r\n\r\n", eof=True)
+    assert old.data.startswith(b"HTTP/1.0 200 OK\r\n"), old
+    assert sip_status(server, "OPTIONS") == 298  # and SIP is still answered
+
+
+def stop_quietly(server: ResponderProcess) -> None:
+    """Stop the server; all it printed are its own lines (no traceback, no access log)."""
+    assert server.stop() == 0
+    strays = [line for line in server.stderr_lines if not line.startswith("sip-responder: ")]
+    assert not strays, server.stderr_text()
+
+
+def test_slow_clients_do_not_lock_out_new_ones() -> None:
+    """Connections that sit idle, or trickle a request head or body, a byte at a time,
+    leave the server open to everyone else (the hand-written server let 32 in, then 503)."""
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        starts = [b"", b"GET /journal HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+                  b"PUT /rules HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n#"]
+        with contextlib.ExitStack() as stack:
+            slow = []
+            for n in range(96):
+                sock = stack.enter_context(socket.create_connection(http_addr(base), timeout=5))
+                sock.sendall(starts[n % 3])
+                slow.append(sock)
+            for round_ in range(5):
+                for n, sock in enumerate(slow):
+                    if n % 3:
+                        sock.sendall(b"#")
+                assert call("GET", base + "/journal").status == 200, round_
+            assert put_rules(base, "OPTIONS->297", "text/plain").status == 200
+            assert sip_status(server, "OPTIONS") == 297
+        assert call("GET", base + "/rules").status == 200
+        stop_quietly(server)
+
+
+MALFORMED = {
+    "target": (b"GET //[ HTTP/1.1\r\nHost: x\r\n\r\n", 404, b"(known: /rules, /journal)"),
+    "superscript-length": ("PUT /rules HTTP/1.1\r\nHost: x\r\nContent-Length: \u00b2\r\n\r\n"
+                           .encode(), 400, b""),
+    "4301-digit-length": (b"PUT /rules HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 4301
+                          + b"\r\n\r\n", 400, b""),
+    "5000-digit-limit": (b"GET /journal?limit=" + b"9" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                         400, b"limit must be a whole number"),
+    "superscript-limit": (b"GET /journal?limit=%C2%B2 HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+                          b"limit must be a whole number"),
+    "zero-padded-limit": (b"GET /journal?limit=" + b"0" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                          400, b"limit must be a whole number"),
+}
+
+
+def test_malformed_requests_get_4xx_and_the_server_goes_on() -> None:
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q", "--rule", "OPTIONS->296") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        for name, (data, status, says) in MALFORMED.items():
+            got = raw_http(base, data)
+            assert got.status == status, (name, got.data[:300])
+            assert says in got.data, (name, got.data[:300])
+            assert call("GET", base + "/rules").status == 200, name
+        assert call("GET", base + "/journal?limit=0001").status == 200
+        assert sip_status(server, "OPTIONS") == 296
+        stop_quietly(server)
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+class Broken:
+    """An app with bugs: ``/check`` fails before the body is read, ``/handle`` after."""
+
+    def check(self, req: HttpRequest) -> HttpResponse | None:
+        if req.path == "/check":
+            raise ValueError("a bug in check")
+        return None
+
+    def handle(self, req: HttpRequest) -> HttpResponse:
+        if req.path == "/handle":
+            raise RuntimeError("a bug in handle")
+        return text(200, f"ok {len(req.body)}")
+
+
+async def exchange(port: int, data: bytes, deadline: float = 5.0) -> bytes:
+    """Send ``data`` and read until the server closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), deadline)
+    finally:
+        writer.close()
+
+
+def test_a_bug_in_a_handler_is_a_500_and_the_server_goes_on(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    async def scenario() -> None:
+        server = HttpServer(Broken())
+        _, port = await server.start("127.0.0.1", 0)
+        try:
+            for path in ("/check", "/handle"):
+                got = await exchange(port, b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: 2"
+                                           b"\r\n\r\nab" % path.encode())
+                assert got.startswith(b"HTTP/1.1 500 "), got
+                assert b"internal error: " in got and b"a bug in" in got, got
+                assert b"\r\nConnection: close\r\n" in got, got
+            got = await exchange(port, b"PUT /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                       b"Content-Length: 2\r\n\r\nab")
+            assert got.startswith(b"HTTP/1.1 200 OK\r\n") and got.endswith(b"ok 2\n"), got
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")
+
+
+def test_idle_and_slow_connections_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiohttp's keep-alive timer closes a connection that has not sent a whole request
+    head in IDLE_TIMEOUT (idle, or trickling); a body gets BODY_TIMEOUT, then 408."""
+    monkeypatch.setattr(ops_http, "IDLE_TIMEOUT", 0.3)
+    monkeypatch.setattr(ops_http, "BODY_TIMEOUT", 0.3)
+    monkeypatch.setattr(ops_http, "LINGER_TIME", 0.1)
+
+    async def trickle(port: int, start: bytes) -> tuple[float, bytes]:
+        """Send ``start``, then a byte every 50 ms until the server closes the connection."""
+        began = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(start)
+            got = b""
+            while time.monotonic() - began < 5:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), 0.05)
+                except TimeoutError:
+                    writer.write(b"#")
+                    continue
+                if not chunk:
+                    return time.monotonic() - began, got
+                got += chunk
+            raise AssertionError(f"still open after 5 s: {got!r}")
+        finally:
+            writer.close()
+
+    async def scenario() -> None:
+        server = HttpServer(Broken())
+        _, port = await server.start("127.0.0.1", 0)
+        try:
+            idle = await exchange(port, b"")
+            assert idle == b""
+            took, got = await trickle(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            assert got == b"" and took >= 0.3
+            took, got = await trickle(port, b"PUT /ok HTTP/1.1\r\nHost: x\r\n"
+                                            b"Content-Length: 100000\r\n\r\n#")
+            assert got.startswith(b"HTTP/1.1 408 ") and took >= 0.3, got
+            got = await exchange(port, b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert got.startswith(b"HTTP/1.1 200 OK\r\n"), got
+        finally:
+            await server.close()
+
+    asyncio.run(scenario())

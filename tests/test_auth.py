@@ -7,13 +7,13 @@ import re
 from types import MappingProxyType
 
 import pytest
-from sip import read_response, request
+from sip import answer, read_response, request
 
-from responder.auth import AuthConfig, Verdict, challenge, parse_credentials, verify
-from responder.engine import Engine
-from responder.parser import parse
+from responder.core.engine import Engine
 from responder.rules.loader import load_text
-from responder.seeded import Seeded
+from responder.sip.auth import AuthConfig, Verdict, challenge, parse_credentials, verify
+from responder.sip.parser import parse
+from responder.sip.seeded import Seeded
 
 SRC = ("127.0.0.1", 40000)
 SEEDED = Seeded(11)
@@ -123,35 +123,35 @@ rules:
 
 def test_engine_challenges_then_accepts_from_any_source_port() -> None:
     e = Engine(load_text(RULES, "lab.yaml"), SEEDED)
-    first = read_response(e.receive(register(), SRC, 50.0)[0].data)
+    first = read_response(answer(e, register(), SRC, 50.0)[0].data)
     assert first.status == 401
     chal = first.one("WWW-Authenticate")
     assert 'realm="lab.example"' in chal and "algorithm=MD5" in chal
     creds = digest("REGISTER", "sip:lab.example", "1000", "s3cret", chal)
     other_port = (SRC[0], 40001)
-    ok = read_response(e.receive(register(creds, cseq=2), other_port, 51.0)[0].data)
+    ok = read_response(answer(e, register(creds, cseq=2), other_port, 51.0)[0].data)
     assert ok.status == 200
     assert ok.one("Contact").startswith("<sip:1000@192.0.2.10:5062>;expires=")
     wrong = digest("REGISTER", "sip:lab.example", "1000", "nope", chal)
-    again = read_response(e.receive(register(wrong, cseq=3), SRC, 52.0)[0].data)
+    again = read_response(answer(e, register(wrong, cseq=3), SRC, 52.0)[0].data)
     assert again.status == 401 and "stale" not in again.one("WWW-Authenticate")
-    stale = read_response(e.receive(register(creds, cseq=4), SRC, 50.0 + 1000)[0].data)
+    stale = read_response(answer(e, register(creds, cseq=4), SRC, 50.0 + 1000)[0].data)
     assert stale.status == 401 and stale.one("WWW-Authenticate").endswith("stale=true")
     # an unknown extension follows the rules: 404, not a challenge (svwar can tell them apart)
-    unknown = read_response(e.receive(register(user="2000"), SRC, 53.0)[0].data)
+    unknown = read_response(answer(e, register(user="2000"), SRC, 53.0)[0].data)
     assert unknown.status == 404
 
 
 def test_proxy_challenge_uses_407_and_proxy_authorization() -> None:
     e = Engine(load_text(RULES, "lab.yaml"), SEEDED)
     invite = request("INVITE", uri="sip:1000@lab.example", call_id="inv")
-    first = read_response(e.receive(invite, SRC, 0.0)[0].data)
+    first = read_response(answer(e, invite, SRC, 0.0)[0].data)
     assert first.status == 407 and not first.has("WWW-Authenticate")
     creds = digest("INVITE", "sip:1000@lab.example", "1000", "s3cret",
                    first.one("Proxy-Authenticate"))
     wrong_header = request("INVITE", uri="sip:1000@lab.example", call_id="inv", cseq=2,
                            extra=f"Authorization: {creds}\r\n")
-    assert read_response(e.receive(wrong_header, SRC, 1.0)[0].data).status == 407
+    assert read_response(answer(e, wrong_header, SRC, 1.0)[0].data).status == 407
     right = request("INVITE", uri="sip:1000@lab.example", call_id="inv", cseq=3,
                     extra=f"Proxy-Authorization: {creds}\r\n")
-    assert read_response(e.receive(right, SRC, 1.0)[0].data).status == 486
+    assert read_response(answer(e, right, SRC, 1.0)[0].data).status == 486

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from sip import read_response, request
 
-from responder import codes
-from responder.builder import Context, build, same_host, top_via
-from responder.parser import parse
 from responder.rules.model import Identity
-from responder.seeded import Seeded
+from responder.sip import codes
+from responder.sip.builder import Context, build, same_host, top_via
+from responder.sip.parser import parse
+from responder.sip.seeded import Seeded
 
 SRC = ("127.0.0.1", 40000)
 CTX = Context(Identity(), Seeded(1), 0.0, SRC, ("127.0.0.1", 5060))
@@ -182,15 +182,15 @@ def test_the_tail_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """build_step's cache of response tails (docs/faults.md, Bounds) never grows past
     TAILS_LIMIT, however many rule steps a reload after reload brings, and starting over
     changes no byte."""
-    from responder import builder
+    from responder.core import answer
     from responder.rules.model import Step
 
-    monkeypatch.setattr(builder, "TAILS_LIMIT", 8)
-    monkeypatch.setattr(builder, "_TAILS", {})
+    monkeypatch.setattr(answer, "TAILS_LIMIT", 8)
+    monkeypatch.setattr(answer, "_TAILS", {})
     req = parse(request("OPTIONS"))
     for i in range(50):
         step = Step.make(200, headers=(("X-Step", str(i)),))
-        first = builder.build_step(req, CTX, step, "t")
-        assert len(builder._TAILS) <= 8
-        assert first == builder.build_step(req, CTX, step, "t") == build(
+        first = answer.build_step(req, CTX, step, "t")
+        assert len(answer._TAILS) <= 8
+        assert first == answer.build_step(req, CTX, step, "t") == build(
             req, CTX, 200, "OK", "t", step.headers)

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from responder import codes
-from responder.codes import (
+from responder.sip import codes
+from responder.sip.codes import (
     CODES,
     CONTACT_CODES,
     GENERIC_REASONS,

@@ -1,6 +1,6 @@
 """RFC 4475 / RFC 5118 torture messages against the running console script.
 
-Every message of /work/shared/conformance (manifest.json, 61 messages) goes as one UDP
+Every message of tests/conformance (manifest.json, 61 messages) goes as one UDP
 datagram to one ``sip-responder`` with its built-in default rules; the expected outcome of
 each is a project decision written down in ``EXPECTED`` below. Test ids are the RFCs' own
 message names.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,7 @@ from support import (
     via_sent_by_host,
 )
 
-CORPUS = Path(
-    os.environ.get("SIP_RESPONDER_CONFORMANCE")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
-)
+CORPUS = Path(__file__).resolve().parent / "conformance"  # in the repository: hermetic
 MANIFEST = CORPUS / "manifest.json"
 
 
@@ -48,7 +44,7 @@ BY_NAME = {entry["name"]: entry for entry in MESSAGES}
 
 
 def named(name: str) -> dict[str, Any]:
-    assert MESSAGES, f"conformance corpus not found at {CORPUS} (set SIP_RESPONDER_CONFORMANCE)"
+    assert MESSAGES, f"conformance corpus not found at {CORPUS}"
     return BY_NAME[name]
 
 # ----------------------------------------------------------------- project decisions
@@ -271,7 +267,7 @@ def check_answer(entry: dict[str, Any], request: Message, responses: list[Messag
 
 def test_corpus_is_present_and_intact() -> None:
     assert MANIFEST.is_file(), (
-        f"conformance corpus not found at {CORPUS} (set SIP_RESPONDER_CONFORMANCE)"
+        f"conformance corpus not found at {CORPUS}"
     )
     assert len(MESSAGES) == 61, f"{len(MESSAGES)} messages in the manifest, expected 61"
     assert len(BY_NAME) == 61, "message names are not unique"

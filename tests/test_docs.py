@@ -32,7 +32,7 @@ def blocks() -> list[tuple[str, str]]:
 
 def sipvicious_available() -> bool:
     try:
-        from responder import sipvicious
+        from responder.testing import sipvicious
     except ImportError:
         return False
     return bool(sipvicious.available())

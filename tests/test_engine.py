@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sip import read_response, request
+from sip import Recorded, answer, feed, read_response, request, sends
 
-from responder import errors
-from responder.engine import Engine, Outgoing
+from responder.core.effects import Arrived, Dropped, Effect, Handoff, Inbound, Send
+from responder.core.engine import Engine
 from responder.rules.loader import build_ruleset, load_text
 from responder.rules.model import RuleError
-from responder.seeded import Seeded
+from responder.sip import errors
+from responder.sip.parser import parse
+from responder.sip.seeded import Seeded
 
 SRC = ("127.0.0.1", 40000)
 LOCAL = ("127.0.0.1", 5060)
@@ -25,25 +29,25 @@ def engine(*specs: str, rules_text: str | None = None, seed: int = 7) -> Engine:
     return Engine(ruleset, Seeded(seed))
 
 
-def statuses(outs: list[Outgoing]) -> list[int]:
-    return [read_response(o.data).status for o in outs if o.data is not None]
+def statuses(outs: Sequence[Effect]) -> list[int]:
+    return [read_response(o.data).status for o in sends(outs)]
 
 
 def test_default_rules_answer_invite_with_100_180_200_at_once() -> None:
     e = engine()
-    outs = e.receive(request("INVITE"), SRC, 0.0, LOCAL)
+    outs = answer(e, request("INVITE"), SRC, 0.0, LOCAL)
     assert statuses(outs) == [100, 180, 200]
     assert all(o.dest == SRC for o in outs)
     assert e.pending == 0 and e.next_deadline() is None
 
 
-def test_outgoing_and_exchange_are_whole_named_tuples() -> None:
+def test_send_and_exchange_are_whole_named_tuples() -> None:
     """The hot path builds them with tuple.__new__: every field must be there, in order."""
-    from responder.engine import Exchange
+    from responder.core.effects import Exchange
 
-    out = engine().receive(request("OPTIONS"), SRC, 3.0, LOCAL)[0]
-    assert type(out) is Outgoing and len(out) == len(Outgoing._fields)
-    assert out == Outgoing(*out) and (out.dest, out.local, out.forward) == (SRC, LOCAL, None)
+    out = answer(engine(), request("OPTIONS"), SRC, 3.0, LOCAL)[0]
+    assert type(out) is Send and len(out) == len(Send._fields)
+    assert out == Send(*out) and (out.dest, out.local, out.conn) == (SRC, LOCAL, None)
     ex = out.exchange
     assert type(ex) is Exchange and len(ex) == len(Exchange._fields)
     assert ex == Exchange(*ex)
@@ -53,27 +57,27 @@ def test_outgoing_and_exchange_are_whole_named_tuples() -> None:
 
 def test_one_line_rule_is_tried_before_the_defaults() -> None:
     e = engine("INVITE->486")
-    assert statuses(e.receive(request("INVITE"), SRC, 0.0)) == [486]
-    assert statuses(e.receive(request("OPTIONS"), SRC, 0.0)) == [200]
-    assert statuses(e.receive(request("FOO"), SRC, 0.0)) == [501]
+    assert statuses(feed(e, request("INVITE"), SRC, 0.0)) == [486]
+    assert statuses(feed(e, request("OPTIONS"), SRC, 0.0)) == [200]
+    assert statuses(feed(e, request("FOO"), SRC, 0.0)) == [501]
 
 
 def test_ack_is_never_answered() -> None:
     e = engine("*->503")
-    assert e.receive(request("ACK"), SRC, 0.0) == []
+    assert feed(e, request("ACK"), SRC, 0.0) == []
     assert e.counters.acks == 1
 
 
 def test_star_does_not_answer_cancel_and_unmatched_cancel_gets_481() -> None:
     e = engine("*->503")
-    assert statuses(e.receive(request("CANCEL"), SRC, 0.0)) == [481]
+    assert statuses(feed(e, request("CANCEL"), SRC, 0.0)) == [481]
     e = engine("CANCEL->200")
-    assert statuses(e.receive(request("CANCEL"), SRC, 0.0)) == [200]
+    assert statuses(feed(e, request("CANCEL"), SRC, 0.0)) == [200]
 
 
 def test_delayed_steps_fire_on_the_fake_clock() -> None:
     e = engine("INVITE->180,486/2s")
-    outs = e.receive(request("INVITE"), SRC, 10.0, LOCAL)
+    outs = answer(e, request("INVITE"), SRC, 10.0, LOCAL)
     assert statuses(outs) == [180]
     assert e.pending == 1
     assert e.next_deadline() == pytest.approx(12.0)
@@ -88,8 +92,8 @@ def test_delayed_steps_fire_on_the_fake_clock() -> None:
 
 def test_cancel_of_pending_invite_gives_200_and_487_and_drops_the_rest() -> None:
     e = engine("INVITE->180,486/2s")
-    ringing = e.receive(request("INVITE"), SRC, 0.0)
-    outs = e.receive(request("CANCEL"), SRC, 0.5)
+    ringing = answer(e, request("INVITE"), SRC, 0.0)
+    outs = answer(e, request("CANCEL"), SRC, 0.5)
     ok, terminated = (read_response(o.data) for o in outs)
     assert (ok.status, terminated.status) == (200, 487)
     assert ok.one("CSeq") == "1 CANCEL" and terminated.one("CSeq") == "1 INVITE"
@@ -97,36 +101,36 @@ def test_cancel_of_pending_invite_gives_200_and_487_and_drops_the_rest() -> None
     assert terminated.one("To") == read_response(ringing[0].data).one("To")
     assert e.due(5.0) == [] and e.pending == 0
     # A retransmitted CANCEL gets the same 200, a retransmitted INVITE the 487.
-    assert [o.data for o in e.receive(request("CANCEL"), SRC, 0.7)] == [outs[0].data]
-    assert [o.data for o in e.receive(request("INVITE"), SRC, 0.8)] == [outs[1].data]
+    assert [o.data for o in answer(e, request("CANCEL"), SRC, 0.7)] == [outs[0].data]
+    assert [o.data for o in answer(e, request("INVITE"), SRC, 0.8)] == [outs[1].data]
 
 
 def test_retransmission_while_pending_gets_the_last_response_again() -> None:
     e = engine("INVITE->180,486/2s")
-    first = e.receive(request("INVITE"), SRC, 0.0)
-    again = e.receive(request("INVITE"), SRC, 0.5)
+    first = answer(e, request("INVITE"), SRC, 0.0)
+    again = answer(e, request("INVITE"), SRC, 0.5)
     assert [o.data for o in again] == [first[0].data]
     assert again[0].exchange.retransmission
     assert e.pending == 1  # not scheduled twice
     final = e.due(2.0)
     assert statuses(final) == [486]
     # after the final response, a retransmission gets that final response
-    assert [o.data for o in e.receive(request("INVITE"), SRC, 3.0)] == [final[0].data]
+    assert [o.data for o in answer(e, request("INVITE"), SRC, 3.0)] == [final[0].data]
     # ... until the transaction is forgotten (Timer B, 32 s), then it starts over
-    assert statuses(e.receive(request("INVITE"), SRC, 40.0)) == [180]
+    assert statuses(feed(e, request("INVITE"), SRC, 40.0)) == [180]
 
 
 def test_first_step_delayed_retransmission_gets_nothing_yet() -> None:
     e = engine("INVITE->486/1s")
-    assert e.receive(request("INVITE"), SRC, 0.0) == []
-    assert e.receive(request("INVITE"), SRC, 0.2) == []
+    assert feed(e, request("INVITE"), SRC, 0.0) == []
+    assert feed(e, request("INVITE"), SRC, 0.2) == []
     assert statuses(e.due(1.0)) == [486]
 
 
 def test_drop_sends_nothing_and_is_logged() -> None:
     e = engine("OPTIONS->drop")
-    outs = e.receive(request("OPTIONS"), SRC, 0.0)
-    assert len(outs) == 1 and outs[0].data is None
+    outs = feed(e, request("OPTIONS"), SRC, 0.0)
+    assert len(outs) == 1 and type(outs[0]) is Dropped
     assert outs[0].exchange.status is None and outs[0].exchange.rule == "OPTIONS->drop"
     assert e.counters.dropped == 1
 
@@ -138,8 +142,8 @@ def test_probability_is_seeded_and_retransmission_safe() -> None:
         run = []
         for i in range(200):
             data = request("INVITE", call_id=f"c{i}", branch=f"z9hG4bK{i}")
-            first = e.receive(data, SRC, 0.0)
-            again = e.receive(data, SRC, 0.1)
+            first = answer(e, data, SRC, 0.0)
+            again = answer(e, data, SRC, 0.1)
             assert [o.data for o in first] == [o.data for o in again]
             run.append(statuses(first)[-1])
         assert 60 < run.count(503) < 140
@@ -147,35 +151,35 @@ def test_probability_is_seeded_and_retransmission_safe() -> None:
     assert decisions[0] != decisions[1]
     e1, e2 = engine("INVITE->503;p=0.5", seed=1), engine("INVITE->503;p=0.5", seed=1)
     data = request("INVITE", call_id="same")
-    assert [o.data for o in e1.receive(data, SRC, 0.0)] == [o.data for o in e2.receive(
+    assert [o.data for o in answer(e1, data, SRC, 0.0)] == [o.data for o in answer(e2,
         data, SRC, 5.0)]
 
 
 def test_problem_requests_get_their_status() -> None:
     e = engine()
     bad = request("OPTIONS", cseq_method="INVITE")
-    resp = read_response(e.receive(bad, SRC, 0.0)[0].data)
+    resp = read_response(answer(e, bad, SRC, 0.0)[0].data)
     assert (resp.status, resp.reason) == (400, "CSeq Method Mismatch")
     assert resp.one("CSeq") == "1 INVITE"  # copied as the request had it
     v3 = request("OPTIONS").replace(b"SIP/2.0\r\n", b"SIP/3.0\r\n", 1)
-    resp = read_response(e.receive(v3, SRC, 0.0)[0].data)
+    resp = read_response(answer(e, v3, SRC, 0.0)[0].data)
     assert (resp.status, resp.reason) == (505, "Version Not Supported")
 
 
 def test_require_with_unknown_tags_gets_420_listing_them() -> None:
     e = engine()
     data = request("INVITE", extra="Require: 100rel, foo\r\n")
-    resp = read_response(e.receive(data, SRC, 0.0)[0].data)
+    resp = read_response(answer(e, data, SRC, 0.0)[0].data)
     assert resp.status == 420 and resp.one("Unsupported") == "100rel, foo"
     supported = "identity: {supported: [100rel]}\nrules: []\n"
     e = engine(rules_text=supported)
-    resp = read_response(e.receive(data, SRC, 0.0)[0].data)
+    resp = read_response(answer(e, data, SRC, 0.0)[0].data)
     assert resp.status == 420 and resp.one("Unsupported") == "foo"
     ok = request("INVITE", extra="Require: 100rel\r\n")
-    assert statuses(e.receive(ok, SRC, 0.0)) == [200]
+    assert statuses(feed(e, ok, SRC, 0.0)) == [200]
     # not for CANCEL (RFC 3261 §8.2.2.3)
     cancel = request("CANCEL", extra="Require: foo\r\n")
-    assert statuses(e.receive(cancel, SRC, 0.0)) == [481]
+    assert statuses(feed(e, cancel, SRC, 0.0)) == [481]
 
 
 @pytest.mark.parametrize(
@@ -191,29 +195,29 @@ def test_require_with_unknown_tags_gets_420_listing_them() -> None:
 )
 def test_unanswerable_datagrams_are_counted(data: bytes, reason: str) -> None:
     e = engine()
-    assert e.receive(data, SRC, 0.0) == []
+    assert feed(e, data, SRC, 0.0) == []
     assert e.counters.discarded == {reason: 1}
-    assert statuses(e.receive(request(), SRC, 0.0)) == [200]
+    assert statuses(feed(e, request(), SRC, 0.0)) == [200]
 
 
 def test_set_rules_applies_to_later_requests_and_pending_keep_their_decision() -> None:
     e = engine("INVITE->180,486/2s")
-    e.receive(request("INVITE"), SRC, 0.0)
+    feed(e, request("INVITE"), SRC, 0.0)
     e.set_rules(build_ruleset(None, ["INVITE->603"]))
-    assert statuses(e.receive(request("INVITE", call_id="new"), SRC, 0.1)) == [603]
+    assert statuses(feed(e, request("INVITE", call_id="new"), SRC, 0.1)) == [603]
     assert statuses(e.due(2.0)) == [486]
 
 
 def test_steps_with_same_delay_go_out_together_in_order() -> None:
     e = engine("INVITE->180/1s,183/1s,486/1s")
-    assert e.receive(request("INVITE"), SRC, 0.0) == []
+    assert feed(e, request("INVITE"), SRC, 0.0) == []
     assert statuses(e.due(1.0)) == [180, 183, 486]
 
 
 def test_many_pending_transactions_fire_in_time_order() -> None:
     e = engine("INVITE->486/1s")
     for i in range(50):
-        e.receive(request("INVITE", call_id=f"c{i}"), SRC, i * 0.01)
+        feed(e, request("INVITE", call_id=f"c{i}"), SRC, i * 0.01)
     fired = e.due(100.0)
     assert [read_response(o.data).one("Call-ID") for o in fired] == [f"c{i}" for i in range(50)]
 
@@ -221,19 +225,20 @@ def test_many_pending_transactions_fire_in_time_order() -> None:
 def test_unbracketed_ipv6_sent_by_is_answered_as_written() -> None:
     # SIPVicious with -6 writes "Via: SIP/2.0/UDP ::1:0;...": invalid, but answerable.
     data = request(via_host="::1:0", rport=True)
-    outs = engine().receive(data, ("::1", 40000), 0.0)
+    outs = answer(engine(), data, ("::1", 40000), 0.0)
     resp = read_response(outs[0].data)
     assert resp.status == 200
     assert resp.one("Via") == "SIP/2.0/UDP ::1:0;branch=z9hG4bK-test-1;rport=40000;received=::1"
 
 
 def test_journal_keeps_each_response_with_its_request_and_forget_clears_state() -> None:
-    e = Engine(build_ruleset(None, ["INVITE->180,486/2s"]), Seeded(1), journal_size=10)
-    e.receive(request("INVITE"), SRC, 0.0)
-    e.receive(request("CANCEL"), SRC, 0.5)
-    invite, cancel = e.journal or []
+    e = Engine(build_ruleset(None, ["INVITE->180,486/2s"]), Seeded(1))
+    recorded = Recorded(e, 10)
+    recorded.feed(request("INVITE"), SRC, 0.0)
+    recorded.feed(request("CANCEL"), SRC, 0.5)
+    invite, cancel = recorded.journal
     assert (invite.statuses, cancel.statuses) == ([180, 487], [200])
-    e.receive(request("INVITE", call_id="other"), SRC, 1.0)
+    feed(e, request("INVITE", call_id="other"), SRC, 1.0)
     assert e.pending == 1
     e.forget()
     assert e.pending == 0 and e.next_deadline() is None and e.due(10.0) == []
@@ -268,6 +273,65 @@ def test_the_short_way_decides_what_the_long_way_decides(data: st.DataObject) ->
                       call_id=f"c{data.draw(st.integers(0, 2))}", branch=f"z9hG4bK-{i % 3}",
                       extra=extra)
         now = float(i)
-        assert short.receive(raw, SRC, now, LOCAL) == long.receive(raw, SRC, now, LOCAL)
+        assert feed(short, raw, SRC, now, LOCAL) == feed(long, raw, SRC, now, LOCAL)
         assert short.due(now + 0.5) == long.due(now + 0.5)
     assert short.counters == long.counters
+
+
+# ------------------------------------------------------------------ workers and the journal
+
+
+def test_every_request_of_one_dialog_meets_the_same_worker() -> None:
+    """Sharding is keyed by dialog (Call-ID and From tag), not by transaction: the INVITE,
+    its CANCEL, the ACK, a re-INVITE and the BYE (new branches, new CSeqs) go to one owner."""
+    for count in (2, 3, 4):
+        engines = [Engine(build_ruleset(None, ["INVITE->180,486/2s"]), Seeded(1),
+                          (i, count)) for i in range(count)]
+        for call in range(20):
+            owners = set()
+            for n, method in enumerate(["INVITE", "CANCEL", "ACK", "INVITE", "BYE"]):
+                raw = request(method, call_id=f"dialog-{call}", branch=f"z9hG4bK-{call}-{n}",
+                              cseq=1 if method in ("INVITE", "CANCEL", "ACK") else n)
+                owners.add(engines[0].owner(parse(raw)))
+            assert len(owners) == 1
+        # the INVITE's delayed steps live with the owner; a CANCEL read by any worker is
+        # handed there and meets them
+        raw = request("INVITE", call_id="dialog-x")
+        owner = engines[0].owner(parse(raw))
+        reader = (owner + 1) % count
+        handed = feed(engines[reader], raw, SRC, 0.0)
+        assert handed == [Handoff(owner, Inbound(raw, SRC, None))]
+        assert statuses(feed(engines[owner], raw, SRC, 0.0, handed=True)) == [180]
+        cancel = request("CANCEL", call_id="dialog-x")
+        (moved,) = feed(engines[reader], cancel, SRC, 0.5)
+        assert isinstance(moved, Handoff) and moved.worker == owner
+        assert statuses(feed(engines[owner], cancel, SRC, 0.5, handed=True)) == [200, 487]
+
+
+def test_the_journal_keeps_the_statuses_sent_even_for_garbage() -> None:
+    """The journal stores the codes the engine sent: a ``fault: garbage`` response (random
+    bytes, no status line) is listed as what the rule asked for, not re-read from bytes."""
+    recorded = Recorded(Engine(build_ruleset(None, ["INVITE->486;fault=garbage"]),
+                               Seeded(1)), 10)
+    (arrived, sent) = recorded.feed(request("INVITE"), SRC, 0.0)
+    assert isinstance(arrived, Arrived) and isinstance(sent, Send)
+    assert not sent.data.startswith(b"SIP/2.0")
+    (entry,) = recorded.journal
+    assert entry.statuses == [486] and entry.responses == [sent.data]
+    assert entry.rule == "INVITE->486;fault=garbage"
+
+
+def test_a_retransmission_from_another_address_is_answered_there() -> None:
+    """SPEC §4: the packet's source is the source of THAT packet. B resends A's INVITE:
+    the 180 goes to B; after the final response, B's copy gets the 486 at B, not at A."""
+    e = engine("INVITE->180,486/2s")
+    other = ("198.51.100.9", 5099)
+    (ringing,) = answer(e, request("INVITE"), SRC, 0.0, LOCAL)
+    assert ringing.dest == SRC
+    (again,) = answer(e, request("INVITE"), other, 0.5, LOCAL)
+    assert again.dest == other and again.data == ringing.data
+    assert again.exchange is not None and again.exchange.source == other
+    (busy,) = sends(e.due(2.0))
+    assert busy.dest == SRC
+    (late,) = answer(e, request("INVITE"), other, 3.0, LOCAL)
+    assert late.dest == other and late.data == busy.data

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sip import read_response, request
+from sip import answer, feed, read_response, request, sends
 
-from responder.engine import Engine, Outgoing
+from responder.core.effects import Effect
+from responder.core.engine import Engine
 from responder.rules.loader import load_file
-from responder.seeded import Seeded
+from responder.sip.seeded import Seeded
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
 SRC = ("127.0.0.1", 40000)
@@ -19,8 +21,8 @@ def engine(name: str, seed: int = 1) -> Engine:
     return Engine(load_file(EXAMPLES / name), Seeded(seed))
 
 
-def statuses(outs: list[Outgoing]) -> list[int]:
-    return [read_response(o.data).status for o in outs if o.data is not None]
+def statuses(outs: Sequence[Effect]) -> list[int]:
+    return [read_response(o.data).status for o in sends(outs)]
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
@@ -38,34 +40,34 @@ def test_the_five_lab_use_cases_are_there() -> None:
 def test_busy_pbx_rings_then_is_busy_and_some_are_unreachable() -> None:
     e = engine("busy-pbx.yaml", seed=3)
     calls = [request("INVITE", uri=f"sip:10{i}@pbx", call_id=f"c{i}") for i in range(40)]
-    first = [statuses(e.receive(c, SRC, 0.0)) for c in calls]
+    first = [statuses(feed(e, c, SRC, 0.0)) for c in calls]
     overloaded = [s for s in first if s == [503]]
     assert 0 < len(overloaded) < 8  # about 5 %
     later = e.due(0.2) + e.due(3.0)
     assert statuses(later).count(486) == len(calls) - len(overloaded)
-    busy = next(read_response(o.data) for o in later if o.data and b" 486 " in o.data[:12])
+    busy = next(read_response(o.data) for o in sends(later) if b" 486 " in o.data[:12])
     assert busy.one("Retry-After") == "60"
-    unreachable = e.receive(request("INVITE", uri="sip:900@pbx", call_id="u"), SRC, 10.0)
+    unreachable = answer(e, request("INVITE", uri="sip:900@pbx", call_id="u"), SRC, 10.0)
     assert statuses(unreachable) in ([100], [503])
 
 
 def test_flaky_trunk_loses_the_first_invite_and_answers_the_retransmission() -> None:
     e = engine("flaky-trunk.yaml")
     invite = request("INVITE", uri="sip:+4912345@trunk", call_id="lossy")
-    assert statuses(e.receive(invite, SRC, 0.0)) == []  # held back: logged, not sent
-    assert statuses(e.receive(invite, SRC, 0.5)) == [100]
+    assert statuses(feed(e, invite, SRC, 0.0)) == []  # held back: logged, not sent
+    assert statuses(feed(e, invite, SRC, 0.5)) == [100]
 
 
 def test_scanner_honeypot_challenges_scanners_forever_and_hides_extensions() -> None:
     e = engine("scanner-honeypot.yaml")
     scanner = "User-Agent: friendly-scanner\r\n"
     reg = request("REGISTER", uri="sip:pbx", to="<sip:100@pbx>", extra=scanner)
-    resp = read_response(e.receive(reg, SRC, 0.0)[0].data)
+    resp = read_response(answer(e, reg, SRC, 0.0)[0].data)
     assert resp.status == 401 and 'realm="asterisk"' in resp.one("WWW-Authenticate")
     assert resp.one("Server") == "Asterisk PBX 16.2.1"
     for user in ("100", "101", "999"):
         inv = request("INVITE", uri=f"sip:{user}@pbx", call_id=user, extra=scanner)
-        assert statuses(e.receive(inv, SRC, 0.0)) == [404]
+        assert statuses(feed(e, inv, SRC, 0.0)) == [404]
 
 
 def test_registrar_refuses_brief_expiry_challenges_known_users_and_404s_unknown() -> None:
@@ -75,7 +77,7 @@ def test_registrar_refuses_brief_expiry_challenges_known_users_and_404s_unknown(
         data = request("REGISTER", uri="sip:lab.example", to=f"<sip:{user}@lab.example>",
                        call_id=call_id, extra=f"Contact: <sip:{user}@192.0.2.9>\r\n"
                                              f"Expires: {expires}\r\n")
-        resp = read_response(e.receive(data, SRC, 0.0)[0].data)
+        resp = read_response(answer(e, data, SRC, 0.0)[0].data)
         if resp.status == 423:
             assert resp.one("Min-Expires") == "60"
         return resp.status

@@ -5,35 +5,41 @@ syntax (YAML and one-line) and --check's dump of them."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sip import read_response, request
+from sip import Recorded, answer, feed, read_response, request, sends
 from test_rules import located, ruleset_view
 
-from responder.engine import Engine, Outgoing
-from responder.parser import parse
+from responder.core.effects import Effect, Exchange, Handoff, exchanges
+from responder.core.engine import Engine
 from responder.rules.loader import build_ruleset, dump, load_text
 from responder.rules.model import FAULTS, REPEAT_MAX, RuleError, repeat_offsets
 from responder.rules.oneline import parse_rule
-from responder.seeded import Seeded
+from responder.sip.parser import parse
+from responder.sip.seeded import Seeded
 
 SRC = ("192.0.2.10", 5062)
 DOC = Path(__file__).resolve().parents[1] / "docs" / "faults.md"
 
 
 def engine(*specs: str, rules_text: str | None = None, seed: int = 7,
-           shard: tuple[int, int] | None = None, journal_size: int = 0) -> Engine:
+           shard: tuple[int, int] | None = None) -> Engine:
     ruleset = load_text(rules_text, "t.yaml") if rules_text else build_ruleset(None, list(specs))
-    return Engine(ruleset, Seeded(seed), journal_size, shard)
+    return Engine(ruleset, Seeded(seed), shard)
 
 
-def sent(outs: list[Outgoing]) -> list[bytes]:
+def sent(outs: Sequence[Effect]) -> list[bytes]:
     """The datagrams a client receives (drops are logged, not sent)."""
-    return [o.data for o in outs if o.data is not None]
+    return [o.data for o in sends(outs)]
 
 
-def statuses(outs: list[Outgoing]) -> list[int]:
+def exchanges_of(outs: Sequence[Effect]) -> list[Exchange]:
+    return exchanges(outs)
+
+
+def statuses(outs: Sequence[Effect]) -> list[int]:
     return [read_response(d).status for d in sent(outs)]
 
 
@@ -51,7 +57,7 @@ def header_block(data: bytes) -> list[str]:
 
 def first_delay(e: Engine, data: bytes, now: float = 0.0) -> float:
     """When the first (delayed) response reaches the client (fake clock)."""
-    assert e.receive(data, SRC, now) == []
+    assert feed(e, data, SRC, now) == []
     deadline = e.next_deadline()
     assert deadline is not None
     outs = e.due(deadline)
@@ -87,7 +93,7 @@ def test_jitter_never_goes_below_zero_a_zero_delay_is_sent_at_once() -> None:
     e = engine("INVITE->486/100ms;jitter=1s")
     at_once = later = 0
     for i in range(200):
-        outs = e.receive(invite(i), SRC, 0.0)
+        outs = answer(e, invite(i), SRC, 0.0)
         if outs:
             assert statuses(outs) == [486] and outs[0].exchange is not None
             assert outs[0].exchange.delay == 0.0
@@ -103,7 +109,7 @@ def test_jitter_never_goes_below_zero_a_zero_delay_is_sent_at_once() -> None:
 def test_jittered_steps_stay_in_order() -> None:
     e = engine("INVITE->180/1s,183/1s,486/1.1s;jitter=500ms")
     for i in range(100):
-        e.receive(invite(i), SRC, 0.0)
+        feed(e, invite(i), SRC, 0.0)
     fired: dict[str, list[tuple[float, int]]] = {}
     for out in e.due(10.0):
         resp = read_response(out.data or b"")
@@ -118,7 +124,7 @@ def test_jittered_steps_stay_in_order() -> None:
 
 def test_the_logged_delay_is_the_rule_s_delay_exactly() -> None:
     e = engine("INVITE->180/0.2s,486/0.3s;repeat=2")
-    e.receive(invite(), SRC, 0.1)
+    feed(e, invite(), SRC, 0.1)
     views = [(o.exchange.delay, o.exchange.repeat) for o in e.due(5.0) if o.exchange]
     assert views == [(0.2, 0), (0.3, 0), (0.3, 1)]
 
@@ -130,66 +136,67 @@ def test_oneline_jitter_applies_to_every_delayed_step_only() -> None:
 
 def test_retransmission_during_jittered_wait_gets_nothing_then_the_last_response() -> None:
     e = engine("INVITE->180,486/2s;jitter=300ms")
-    ringing = sent(e.receive(invite(), SRC, 0.0))
-    assert sent(e.receive(invite(), SRC, 0.5)) == ringing
+    ringing = sent(feed(e, invite(), SRC, 0.0))
+    assert sent(feed(e, invite(), SRC, 0.5)) == ringing
     deadline = e.next_deadline()
     assert deadline is not None
     final = sent(e.due(deadline))
-    assert sent(e.receive(invite(), SRC, deadline + 1)) == final
+    assert sent(feed(e, invite(), SRC, deadline + 1)) == final
 
 
 # --------------------------------------------------------------------------- drop_first
 
 
 def test_drop_first_two_then_answered() -> None:
-    e = engine("INVITE->486;drop_first=2", journal_size=10)
+    e = engine("INVITE->486;drop_first=2")
+    r = Recorded(e, 10)
     # Timer A: the client retransmits at 0.5 s, 1.5 s, 3.5 s ...
-    first, second = e.receive(invite(), SRC, 0.0), e.receive(invite(), SRC, 0.5)
+    first, second = r.feed(invite(), SRC, 0.0), r.feed(invite(), SRC, 0.5)
     assert sent(first) == sent(second) == []
-    assert [o.exchange.reason for o in first + second if o.exchange] == [
+    assert [x.reason for x in exchanges_of(first + second)] == [
         "drop-first 1/2", "drop-first 2/2"]
-    third = e.receive(invite(), SRC, 1.5)
+    third = r.feed(invite(), SRC, 1.5)
     assert statuses(third) == [486]
     # every later retransmission is answered too, with the same bytes
-    assert sent(e.receive(invite(), SRC, 3.5)) == sent(third)
+    assert sent(r.feed(invite(), SRC, 3.5)) == sent(third)
     assert e.counters.held == 2 and e.counters.dropped == 0
-    assert [entry.statuses for entry in e.journal or []] == [[], [], [486], [486]]
+    assert [entry.statuses for entry in r.journal] == [[], [], [486], [486]]
 
 
 def test_drop_first_counts_each_transaction_on_its_own() -> None:
     e = engine("INVITE->486;drop_first=2")
-    assert sent(e.receive(invite(1), SRC, 0.0)) == []
-    assert sent(e.receive(invite(2), SRC, 0.1)) == []  # a new transaction starts over
-    assert sent(e.receive(invite(1), SRC, 0.5)) == []
-    assert statuses(e.receive(invite(1), SRC, 1.5)) == [486]
-    assert sent(e.receive(invite(2), SRC, 1.6)) == []
-    assert statuses(e.receive(invite(2), SRC, 1.7)) == [486]
+    assert sent(feed(e, invite(1), SRC, 0.0)) == []
+    assert sent(feed(e, invite(2), SRC, 0.1)) == []  # a new transaction starts over
+    assert sent(feed(e, invite(1), SRC, 0.5)) == []
+    assert statuses(feed(e, invite(1), SRC, 1.5)) == [486]
+    assert sent(feed(e, invite(2), SRC, 1.6)) == []
+    assert statuses(feed(e, invite(2), SRC, 1.7)) == [486]
     # the same Call-ID with a new branch and CSeq (a new transaction) starts over as well
     again = request("INVITE", call_id="call-1@test", branch="z9hG4bK-other", cseq=2)
-    assert sent(e.receive(again, SRC, 2.0)) == []
+    assert sent(feed(e, again, SRC, 2.0)) == []
 
 
 def test_drop_first_memory_expires_after_timer_b() -> None:
     e = engine("INVITE->486;drop_first=1")
-    assert sent(e.receive(invite(), SRC, 0.0)) == []
-    assert statuses(e.receive(invite(), SRC, 0.5)) == [486]
-    assert statuses(e.receive(invite(), SRC, 31.9)) == [486]  # still remembered
-    assert sent(e.receive(invite(), SRC, 32.0)) == []  # 32 s after the first: counted afresh
-    assert statuses(e.receive(invite(), SRC, 32.5)) == [486]
+    assert sent(feed(e, invite(), SRC, 0.0)) == []
+    assert statuses(feed(e, invite(), SRC, 0.5)) == [486]
+    assert statuses(feed(e, invite(), SRC, 31.9)) == [486]  # still remembered
+    assert sent(feed(e, invite(), SRC, 32.0)) == []  # 32 s after the first: counted afresh
+    assert statuses(feed(e, invite(), SRC, 32.5)) == [486]
 
 
 def test_drop_first_with_delayed_steps_starts_them_on_the_answered_transmission() -> None:
     e = engine("INVITE->180,486/2s;drop_first=1")
-    assert sent(e.receive(invite(), SRC, 0.0)) == []
-    assert statuses(e.receive(invite(), SRC, 0.5)) == [180]
+    assert sent(feed(e, invite(), SRC, 0.0)) == []
+    assert statuses(feed(e, invite(), SRC, 0.5)) == [180]
     assert e.next_deadline() == pytest.approx(2.5)
-    assert statuses(e.receive(invite(), SRC, 1.5)) == [180]  # pending: the last response
+    assert statuses(feed(e, invite(), SRC, 1.5)) == [180]  # pending: the last response
     assert statuses(e.due(2.5)) == [486]
 
 
 def test_drop_first_applies_to_non_invite_too() -> None:
     e = engine("OPTIONS->200;drop_first=3")
-    outs = [e.receive(request("OPTIONS"), SRC, t) for t in (0.0, 0.5, 1.5, 3.5, 7.5)]
+    outs = [feed(e, request("OPTIONS"), SRC, t) for t in (0.0, 0.5, 1.5, 3.5, 7.5)]
     assert [statuses(o) for o in outs] == [[], [], [], [200], [200]]
 
 
@@ -197,28 +204,28 @@ def test_drop_first_applies_to_non_invite_too() -> None:
 
 
 def test_repeat_three_copies_at_timer_g_spacing_identical_bytes() -> None:
-    e = engine("INVITE->200;repeat=3", journal_size=5)
-    first = e.receive(invite(), SRC, 10.0)
+    e = engine("INVITE->200;repeat=3")
+    r = Recorded(e, 5)
+    first = r.feed(invite(), SRC, 10.0)
     assert statuses(first) == [200]
     assert e.next_deadline() == pytest.approx(10.5)
-    assert e.due(10.499) == []
-    second = e.due(10.5)
+    assert r.due(10.499) == []
+    second = r.due(10.5)
     assert e.next_deadline() == pytest.approx(11.5)
-    third = e.due(11.5)
+    third = r.due(11.5)
     assert sent(first) == sent(second) == sent(third)
-    assert [o.exchange.repeat for o in first + second + third if o.exchange] == [0, 1, 2]
-    assert [o.exchange.time for o in second + third if o.exchange] == [10.5, 11.5]
+    assert [x.repeat for x in exchanges_of(first + second + third)] == [0, 1, 2]
+    assert [x.time for x in exchanges_of(second + third)] == [10.5, 11.5]
     assert e.next_deadline() is None and e.pending == 0 and e.due(100.0) == []
     assert e.counters.repeats == 2 and e.counters.answered == 1
-    assert e.journal is not None
-    assert e.journal[0].responses == sent(first) * 3
+    assert next(iter(r.journal)).responses == sent(first) * 3
 
 
 def test_repeat_schedule_is_timer_g_capped_at_t2() -> None:
     assert repeat_offsets(REPEAT_MAX) == (0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5,
                                           31.5)
     e = engine("INVITE->486;repeat=11")
-    e.receive(invite(), SRC, 0.0)
+    feed(e, invite(), SRC, 0.0)
     times = []
     while (deadline := e.next_deadline()) is not None:
         times.append(deadline)
@@ -228,7 +235,7 @@ def test_repeat_schedule_is_timer_g_capped_at_t2() -> None:
 
 def test_repeat_of_a_delayed_final_follows_it() -> None:
     e = engine("INVITE->180,486/2s;repeat=2")
-    assert statuses(e.receive(invite(), SRC, 0.0)) == [180]
+    assert statuses(feed(e, invite(), SRC, 0.0)) == [180]
     final = e.due(2.0)
     assert statuses(final) == [486]
     assert sent(e.due(2.5)) == sent(final)
@@ -236,40 +243,40 @@ def test_repeat_of_a_delayed_final_follows_it() -> None:
 
 def test_ack_does_not_stop_repeats() -> None:
     e = engine("INVITE->486;repeat=3")
-    first = sent(e.receive(invite(), SRC, 0.0))
+    first = sent(feed(e, invite(), SRC, 0.0))
     ack = request("ACK", call_id="call-1@test", branch="z9hG4bK-1")
-    assert e.receive(ack, SRC, 0.1) == []
+    assert feed(e, ack, SRC, 0.1) == []
     assert sent(e.due(0.5)) == first and sent(e.due(1.5)) == first
 
 
 def test_cancel_after_the_final_cancels_nothing_and_repeats_go_on() -> None:
     e = engine("INVITE->200;repeat=3")
-    first = sent(e.receive(invite(), SRC, 0.0))
+    first = sent(feed(e, invite(), SRC, 0.0))
     cancel = request("CANCEL", call_id="call-1@test", branch="z9hG4bK-1")
-    assert statuses(e.receive(cancel, SRC, 0.2)) == [481]  # the INVITE is answered
+    assert statuses(feed(e, cancel, SRC, 0.2)) == [481]  # the INVITE is answered
     assert sent(e.due(0.5)) == first and sent(e.due(1.5)) == first
 
 
 def test_cancel_before_the_final_stops_it_and_its_repeats() -> None:
     e = engine("INVITE->180,486/2s;repeat=3")
-    e.receive(invite(), SRC, 0.0)
+    feed(e, invite(), SRC, 0.0)
     cancel = request("CANCEL", call_id="call-1@test", branch="z9hG4bK-1")
-    assert statuses(e.receive(cancel, SRC, 1.0)) == [200, 487]
+    assert statuses(feed(e, cancel, SRC, 1.0)) == [200, 487]
     assert e.due(100.0) == [] and e.pending == 0
 
 
 def test_retransmission_during_and_after_repeats_gets_the_final() -> None:
     e = engine("INVITE->486;repeat=3")
-    first = sent(e.receive(invite(), SRC, 0.0))
-    assert sent(e.receive(invite(), SRC, 0.7)) == first
+    first = sent(feed(e, invite(), SRC, 0.0))
+    assert sent(feed(e, invite(), SRC, 0.7)) == first
     e.due(2.0)
-    assert sent(e.receive(invite(), SRC, 5.0)) == first
+    assert sent(feed(e, invite(), SRC, 5.0)) == first
     assert e.counters.retransmissions == 2
 
 
 def test_repeat_and_fault_together_repeat_the_same_malformed_bytes() -> None:
     e = engine("INVITE->486;repeat=2;fault=garbage")
-    first = sent(e.receive(invite(), SRC, 0.0))
+    first = sent(feed(e, invite(), SRC, 0.0))
     assert sent(e.due(0.5)) == first and not first[0].startswith(b"SIP/2.0")
 
 
@@ -279,7 +286,7 @@ def test_repeat_and_fault_together_repeat_the_same_malformed_bytes() -> None:
 def test_fault_wrong_content_length_is_detectable() -> None:
     text = ("rules:\n  - respond:\n      - code: 486\n        body: \"busy\\n\"\n"
             "        content_type: text/plain\n        fault: wrong-content-length\n")
-    data = sent(engine(rules_text=text).receive(invite(), SRC, 0.0))[0]
+    data = sent(feed(engine(rules_text=text), invite(), SRC, 0.0))[0]
     body = data.partition(b"\r\n\r\n")[2]
     assert body == b"busy\n"
     lengths = [line for line in header_block(data) if line.lower().startswith("content-length")]
@@ -290,31 +297,31 @@ def test_fault_wrong_content_length_is_detectable() -> None:
 
 def test_fault_no_to_tag_leaves_the_final_without_our_tag() -> None:
     e = engine("INVITE->180,486;fault=no-to-tag")
-    ringing, busy = (read_response(d) for d in sent(e.receive(invite(), SRC, 0.0)))
+    ringing, busy = (read_response(d) for d in sent(feed(e, invite(), SRC, 0.0)))
     assert ";tag=" in ringing.one("To")  # only the step with the fault is affected
     assert busy.status == 486 and busy.one("To") == "<sip:1000@lab.example>"
     # a To tag the request carried (in-dialog) is still copied
     in_dialog = request("INVITE", to="<sip:1000@lab.example>;tag=abc")
-    resp = read_response(sent(engine("INVITE->486;fault=no-to-tag").receive(
+    resp = read_response(sent(feed(engine("INVITE->486;fault=no-to-tag"),
         in_dialog, SRC, 0.0))[0])
     assert resp.one("To") == "<sip:1000@lab.example>;tag=abc"
 
 
 def test_fault_garbage_is_not_sip_and_seeded() -> None:
-    plain = sent(engine("INVITE->486").receive(invite(), SRC, 0.0))[0]
-    data = sent(engine("INVITE->486;fault=garbage").receive(invite(), SRC, 0.0))[0]
+    plain = sent(feed(engine("INVITE->486"), invite(), SRC, 0.0))[0]
+    data = sent(feed(engine("INVITE->486;fault=garbage"), invite(), SRC, 0.0))[0]
     assert len(data) == len(plain) and data != plain
     assert not data.startswith(b"SIP/2.0") and b"\r\n\r\n" not in data
     assert len(set(data)) > 100  # noise, not a pattern
     # the same seed and transaction: the same bytes; another seed or transaction: others
-    assert sent(engine("INVITE->486;fault=garbage").receive(invite(), SRC, 9.0))[0] == data
-    assert sent(engine("INVITE->486;fault=garbage", seed=8).receive(
+    assert sent(feed(engine("INVITE->486;fault=garbage"), invite(), SRC, 9.0))[0] == data
+    assert sent(feed(engine("INVITE->486;fault=garbage", seed=8),
         invite(), SRC, 0.0))[0] != data
-    assert sent(engine("INVITE->486;fault=garbage").receive(invite(2), SRC, 0.0))[0] != data
+    assert sent(feed(engine("INVITE->486;fault=garbage"), invite(2), SRC, 0.0))[0] != data
 
 
 def test_fault_no_via_has_no_via() -> None:
-    data = sent(engine("INVITE->486;fault=no-via").receive(invite(), SRC, 0.0))[0]
+    data = sent(feed(engine("INVITE->486;fault=no-via"), invite(), SRC, 0.0))[0]
     lines = header_block(data)
     assert lines[0] == "SIP/2.0 486 Busy Here"
     assert not [line for line in lines if line.lower().startswith(("via:", "v:"))]
@@ -322,8 +329,8 @@ def test_fault_no_via_has_no_via() -> None:
 
 
 def test_fault_truncated_is_an_incomplete_header_block() -> None:
-    plain = sent(engine("INVITE->486").receive(invite(), SRC, 0.0))[0]
-    data = sent(engine("INVITE->486;fault=truncated").receive(invite(), SRC, 0.0))[0]
+    plain = sent(feed(engine("INVITE->486"), invite(), SRC, 0.0))[0]
+    data = sent(feed(engine("INVITE->486;fault=truncated"), invite(), SRC, 0.0))[0]
     assert plain.startswith(data) and len(data) < len(plain) / 2
     assert b"\r\n\r\n" not in data and b"Content-Length" not in data
 
@@ -331,25 +338,25 @@ def test_fault_truncated_is_an_incomplete_header_block() -> None:
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_every_fault_is_a_retransmission_stable_response(fault: str) -> None:
     e = engine(f"INVITE->486;fault={fault}")
-    first = sent(e.receive(invite(), SRC, 0.0))
-    assert sent(e.receive(invite(), SRC, 0.5)) == first
-    assert first != sent(engine("INVITE->486").receive(invite(), SRC, 0.0))
+    first = sent(feed(e, invite(), SRC, 0.0))
+    assert sent(feed(e, invite(), SRC, 0.5)) == first
+    assert first != sent(feed(engine("INVITE->486"), invite(), SRC, 0.0))
     assert e.counters.answered == 2
 
 
 def test_a_fault_on_a_delayed_step_and_in_the_default() -> None:
     e = engine(rules_text="rules: []\ndefault: [{code: 503, after: 1s, fault: no-via}]\n")
-    assert e.receive(request("OPTIONS"), SRC, 0.0) == []
+    assert feed(e, request("OPTIONS"), SRC, 0.0) == []
     (out,) = e.due(1.0)
     assert out.data is not None and b"\r\nVia:" not in out.data
     assert out.data.startswith(b"SIP/2.0 503 ")
 
 
 def test_the_parser_takes_none_of_the_faulty_responses_for_a_request() -> None:
-    from responder.errors import Discard
+    from responder.sip.errors import Discard
 
     for fault in FAULTS:
-        data = sent(engine(f"INVITE->486;fault={fault}").receive(invite(), SRC, 0.0))[0]
+        data = sent(feed(engine(f"INVITE->486;fault={fault}"), invite(), SRC, 0.0))[0]
         with pytest.raises(Discard):
             parse(data)
 
@@ -365,13 +372,13 @@ def test_plain_rules_do_not_take_the_fault_path() -> None:
     assert all(r.lab for r in lab.rules[:4])
 
 
-def test_workers_hand_fault_rules_to_the_transaction_owner() -> None:
+def test_workers_hand_fault_rules_to_the_dialog_owner() -> None:
     owners = set()
     for index in (0, 1):
         e = engine("INVITE->486;drop_first=1", shard=(index, 2))
-        outs = e.receive(invite(), SRC, 0.0)
-        if outs and outs[0].forward is not None:
-            owners.add(outs[0].forward)
+        outs = feed(e, invite(), SRC, 0.0)
+        if outs and isinstance(outs[0], Handoff):
+            owners.add(outs[0].worker)
         else:
             owners.add(index)
             assert sent(outs) == []  # the owner counts the first transmission

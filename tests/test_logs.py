@@ -15,8 +15,8 @@ from pathlib import Path
 
 from support import ResponderProcess, invite, run_cli, statuses, unique
 
-from responder.engine import Exchange
-from responder.logs import ExchangeLog, json_line, text_line
+from responder.core.effects import Exchange
+from responder.ops.logs import ExchangeLog, json_line, text_line
 
 FIELDS = {"time", "source", "method", "uri", "call_id", "status", "reason", "rule", "delay",
           "retransmission", "repeat"}
@@ -171,7 +171,7 @@ def test_quiet_log_without_a_file_writes_nothing() -> None:
 
 def test_clock_is_local_time_to_the_millisecond_across_seconds() -> None:
     """_clock keeps the last second's HH:MM:SS: it must still be right at every boundary."""
-    from responder.logs import _clock
+    from responder.ops.logs import _clock
 
     walls = [1_700_000_000 + i * 0.0997 for i in range(200)]  # crosses ~20 seconds
     walls += [1_700_000_500.999, 1_700_000_501.0, 1_700_000_400.5, 86_399.9995, 86_400.0]

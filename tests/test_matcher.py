@@ -1,6 +1,6 @@
 """Which rule answers a request (SPEC §3.2, §3.3, §3.4, §5): ``matches`` and ``select``.
 
-Requests are real ones, parsed by ``responder.parser.parse`` from small byte templates;
+Requests are real ones, parsed by ``responder.sip.parser.parse`` from small byte templates;
 rules come from the rule languages (YAML snippets and ``--rule`` specs).
 """
 
@@ -13,13 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responder.message import Request
-from responder.parser import parse
 from responder.rules.loader import build_ruleset, load_text
 from responder.rules.matcher import matches, select
 from responder.rules.model import Match, Pattern, Rule, RuleSet, Step
 from responder.rules.oneline import parse_rule
-from responder.seeded import Seeded
+from responder.sip.message import Request
+from responder.sip.parser import parse
+from responder.sip.seeded import Seeded
 
 SOURCE = "192.0.2.10"
 

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+from sip import Recorded, feed
 from support import (
     ResponderProcess,
     ack,
@@ -25,8 +26,10 @@ from support import (
     unique,
 )
 
-from responder.engine import METHODS_LIMIT, OTHER_METHOD, Engine, Exchange
-from responder.metrics import (
+from responder.core.counters import METHODS_LIMIT, OTHER_METHOD
+from responder.core.effects import Exchange, exchanges
+from responder.core.engine import Engine
+from responder.ops.metrics import (
     OTHER_RULE,
     SERIES_LIMIT,
     Exposition,
@@ -34,8 +37,7 @@ from responder.metrics import (
     ServerStats,
 )
 from responder.rules.loader import build_ruleset
-from responder.rules.model import RuleError
-from responder.seeded import Seeded
+from responder.sip.seeded import Seeded
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 METRICS_LINE = r"metrics on (http://127\.0\.0\.1:\d+/metrics)"
@@ -236,14 +238,15 @@ def request(method: str, n: int, user: str = "1000") -> bytes:
 
 
 def test_collector_reads_engine_and_stats_at_scrape_time() -> None:
-    engine = Engine(build_ruleset(None, ["INVITE->486", "OPTIONS->drop"]), Seeded(1),
-                    journal_size=10)
+    engine = Engine(build_ruleset(None, ["INVITE->486", "OPTIONS->drop"]), Seeded(1))
+    recorded = Recorded(engine, 10)
     stats = ServerStats()
-    exposition = Exposition(ResponderCollector(engine, stats, lambda: 7), process=False)
+    exposition = Exposition(ResponderCollector(engine, stats, lambda: 7, recorded.journal),
+                            process=False)
     for n, method in enumerate(["INVITE", "INVITE", "OPTIONS", "BYE", "ACK"]):
-        outs = engine.receive(request(method, n), ("127.0.0.1", 5062), float(n))
-        stats.observe([o.exchange for o in outs if o.exchange is not None])
-    engine.receive(b"\x00\x01", ("127.0.0.1", 5062), 9.0)
+        outs = recorded.feed(request(method, n), ("127.0.0.1", 5062), float(n))
+        stats.observe(exchanges(outs))
+    recorded.feed(b"\x00\x01", ("127.0.0.1", 5062), 9.0)
     body, content_type = exposition.render(None)
     assert content_type.startswith("text/plain; version=0.0.4")
     found = samples(body.decode())
@@ -261,25 +264,6 @@ def test_collector_reads_engine_and_stats_at_scrape_time() -> None:
     assert not any(name.startswith("process_") for name, _ in found)
 
 
-def test_swap_counts_versions_and_failures() -> None:
-    engine = Engine(build_ruleset(None, []), Seeded(1))
-    stats = ServerStats()
-    new = build_ruleset(None, ["INVITE->486"])
-    assert stats.swap(engine, lambda: new, "admin") is new
-    assert engine.ruleset is new and stats.version == 2
-
-    def bad() -> object:
-        raise RuleError("<admin>:1:1: no")
-
-    try:
-        stats.swap(engine, bad, "sighup")  # type: ignore[arg-type]
-        raise AssertionError("swap() swallowed the error")
-    except RuleError:
-        pass
-    assert engine.ruleset is new and stats.version == 2
-    assert stats.reloads == {("admin", "ok"): 1, ("sighup", "failed"): 1}
-
-
 def test_label_values_are_bounded() -> None:
     stats = ServerStats()
     exchanges = [Exchange(0.0, ("127.0.0.1", 1), "INVITE", "sip:x", "c", 486, "Busy Here",
@@ -290,7 +274,7 @@ def test_label_values_are_bounded() -> None:
 
     engine = Engine(build_ruleset(None, ["*->200"]), Seeded(1))
     for n in range(METHODS_LIMIT + 10):
-        engine.receive(request(f"M{n}", n), ("127.0.0.1", 5062), 0.0)
+        feed(engine, request(f"M{n}", n), ("127.0.0.1", 5062), 0.0)
     methods = engine.counters.methods
     assert len(methods) == METHODS_LIMIT + 1
     assert methods[OTHER_METHOD] == 10 and methods["M0"] == 1

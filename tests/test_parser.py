@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from responder import errors
-from responder.errors import Discard, Problem
-from responder.message import Request
-from responder.parser import parse
+from responder.sip import errors
+from responder.sip.errors import Discard, Problem
+from responder.sip.message import Request
+from responder.sip.parser import parse
 
 VIA = "SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK-test-1"
 FROM = '"Alice" <sip:alice@client.example>;tag=ft-1'

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from responder import errors
-from responder.errors import Discard, Problem
-from responder.message import Request
-from responder.parser import parse, parse_python
+from responder.sip import errors
+from responder.sip.errors import Discard, Problem
+from responder.sip.message import Request
+from responder.sip.parser import parse, parse_python
 
 FAST = settings(max_examples=300, deadline=None, database=None)
 

@@ -1,10 +1,10 @@
-"""responder.pytest_plugin, run the way users run it: small test files under ``pytester``."""
+"""The pytest plugin, run the way users run it: small test files under ``pytester``."""
 
 from __future__ import annotations
 
 import pytest
 
-from responder import pytest_plugin
+from responder.testing import pytest_plugin
 
 pytest_plugins = ["pytester"]
 
@@ -181,7 +181,7 @@ def test_sipvicious_fixture_skips_without_the_module(pytester: pytest.Pytester) 
 
         @pytest.fixture(autouse=True)
         def hide_sipvicious(monkeypatch):
-            monkeypatch.setitem(sys.modules, "responder.sipvicious", None)
+            monkeypatch.setitem(sys.modules, "responder.testing.sipvicious", None)
     """)
     pytester.makepyfile("""
         def test_it(sipvicious):
@@ -189,7 +189,7 @@ def test_sipvicious_fixture_skips_without_the_module(pytester: pytest.Pytester) 
     """)
     result = run(pytester, "-rs")
     result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*responder.sipvicious is not available*"])
+    result.stdout.fnmatch_lines(["*responder.testing.sipvicious is not available*"])
 
 
 def test_sipvicious_fixture_binds_the_address(pytester: pytest.Pytester) -> None:
@@ -200,12 +200,12 @@ def test_sipvicious_fixture_binds_the_address(pytester: pytest.Pytester) -> None
 
         @pytest.fixture(autouse=True)
         def fake_sipvicious(monkeypatch):
-            fake = types.ModuleType("responder.sipvicious")
+            fake = types.ModuleType("responder.testing.sipvicious")
             fake.available = lambda: True
             fake.svmap = lambda host, port, **kw: ("svmap", host, port, kw)
             fake.svwar = lambda host, port, *a, **kw: ("svwar", host, port, a)
             fake.svcrack = lambda host, port, *a, **kw: ("svcrack", host, port, a)
-            monkeypatch.setitem(sys.modules, "responder.sipvicious", fake)
+            monkeypatch.setitem(sys.modules, "responder.testing.sipvicious", fake)
     """)
     pytester.makepyfile("""
         def test_it(sipvicious, sip_responder):
@@ -222,9 +222,9 @@ def test_sipvicious_fixture_binds_the_address(pytester: pytest.Pytester) -> None
 
 def test_sipvicious_fixture_for_real(pytester: pytest.Pytester) -> None:
     try:
-        from responder import sipvicious
+        from responder.testing import sipvicious
     except ImportError:
-        pytest.skip("responder.sipvicious is not there yet")
+        pytest.skip("responder.testing.sipvicious is not there yet")
     if not sipvicious.available():
         pytest.skip("SIPVicious is not installed")
     pytester.makepyfile("""
@@ -253,3 +253,29 @@ def test_a_server_thread_error_is_reported_by_the_test_that_saw_it(
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_breaks_it*",
                                  "*ZeroDivisionError: inside the server*"])
+
+
+def test_a_new_user_reads_port_and_sends_to_it(pytester: pytest.Pytester) -> None:
+    """The first thing a test author does: read ``sip_responder.host``/``.port`` and aim a
+    plain UDP socket at it (no helper of ours in between)."""
+    pytester.makepyfile("""
+        import socket
+
+        def test_plain_socket(sip_responder):
+            assert sip_responder.host == "127.0.0.1"
+            assert sip_responder.port != 0
+            assert (sip_responder.host, sip_responder.port) == sip_responder.address
+            request = (
+                "OPTIONS sip:1000@{h}:{p} SIP/2.0\\r\\n"
+                "Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-user-1\\r\\n"
+                "From: <sip:user@127.0.0.1>;tag=u1\\r\\nTo: <sip:1000@{h}>\\r\\n"
+                "Call-ID: user-1\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n"
+            ).format(h=sip_responder.host, p=sip_responder.port)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(5)
+                sock.sendto(request.encode(), (sip_responder.host, sip_responder.port))
+                answer = sock.recv(65535)
+            assert answer.startswith(b"SIP/2.0 200 OK\\r\\n")
+            assert b"Call-ID: user-1\\r\\n" in answer
+    """)
+    run(pytester).assert_outcomes(passed=1)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sip import read_response, request
+from sip import Recorded, feed, read_response, request, sends
 
-from responder import errors, safety
-from responder.engine import METHODS_LIMIT, Engine, Outgoing
-from responder.rules.loader import build_ruleset
-from responder.safety import (
+from responder.core import limits as safety
+from responder.core.counters import METHODS_LIMIT
+from responder.core.effects import Dropped, Effect
+from responder.core.engine import Engine
+from responder.core.journal import Journal
+from responder.core.limits import (
     NOT_ALLOWED,
     RATE_LIMITED,
     Expiring,
@@ -23,7 +26,9 @@ from responder.safety import (
     parse_rate,
     tally,
 )
-from responder.seeded import Seeded
+from responder.rules.loader import build_ruleset
+from responder.sip import errors
+from responder.sip.seeded import Seeded
 
 A = ("192.0.2.10", 5062)
 B = ("198.51.100.7", 5060)
@@ -38,8 +43,8 @@ def engine(*specs: str, **kwargs: object) -> Engine:
     return Engine(build_ruleset(None, list(specs)), Seeded(1), **kwargs)  # type: ignore[arg-type]
 
 
-def statuses(outs: list[Outgoing]) -> list[int]:
-    return [read_response(o.data).status for o in outs if o.data is not None]
+def statuses(outs: Sequence[Effect]) -> list[int]:
+    return [read_response(o.data).status for o in sends(outs)]
 
 
 def options(n: int = 1) -> bytes:
@@ -51,20 +56,20 @@ def options(n: int = 1) -> bytes:
 
 def test_allow_list_answers_inside_and_discards_outside() -> None:
     e = engine(allow=[net("192.0.2.0/24"), net("2001:db8::/32")])
-    assert statuses(e.receive(options(), A, 0.0)) == [200]
-    assert statuses(e.receive(options(), ("2001:db8::5", 5060), 0.0)) == [200]
-    assert e.receive(options(), B, 0.0) == []
-    assert e.receive(b"\x00 not even SIP", B, 0.0) == []  # not parsed: counted as not-allowed
-    assert e.receive(options(), ("2001:db9::5", 5060), 0.0) == []
+    assert statuses(feed(e, options(), A, 0.0)) == [200]
+    assert statuses(feed(e, options(), ("2001:db8::5", 5060), 0.0)) == [200]
+    assert feed(e, options(), B, 0.0) == []
+    assert feed(e, b"\x00 not even SIP", B, 0.0) == []  # not parsed: counted as not-allowed
+    assert feed(e, options(), ("2001:db9::5", 5060), 0.0) == []
     assert e.counters.discarded == {NOT_ALLOWED: 3}
     assert e.counters.received == 5 and e.counters.answered == 2
 
 
 def test_allow_list_checks_ipv4_mapped_sources_as_ipv4_and_ignores_scope() -> None:
     e = engine(allow=[net("192.0.2.0/24"), net("fe80::/10")])
-    assert statuses(e.receive(options(), ("::ffff:192.0.2.9", 5060), 0.0)) == [200]
-    assert statuses(e.receive(options(), ("fe80::1%eth0", 5060), 0.0)) == [200]
-    assert e.receive(options(), ("::ffff:198.51.100.1", 5060), 0.0) == []
+    assert statuses(feed(e, options(), ("::ffff:192.0.2.9", 5060), 0.0)) == [200]
+    assert statuses(feed(e, options(), ("fe80::1%eth0", 5060), 0.0)) == [200]
+    assert feed(e, options(), ("::ffff:198.51.100.1", 5060), 0.0) == []
 
 
 def test_empty_allow_list_is_refused() -> None:
@@ -72,13 +77,14 @@ def test_empty_allow_list_is_refused() -> None:
         engine(allow=[])
 
 
-def test_allow_list_journal_and_forwarded_requests() -> None:
-    e = engine(allow=[net("192.0.2.0/24")], journal_size=4)
-    e.receive(options(), B, 0.0)
-    (entry,) = e.journal or []
+def test_allow_list_journal_and_handed_requests() -> None:
+    e = engine(allow=[net("192.0.2.0/24")])
+    r = Recorded(e, 4)
+    r.feed(options(), B, 0.0)
+    (entry,) = r.journal
     assert entry.discard == NOT_ALLOWED and entry.request is None
     # a request another worker read (and checked) is not checked again
-    assert statuses(e.receive(options(), B, 0.0, forwarded=True)) == [200]
+    assert statuses(feed(e, options(), B, 0.0, handed=True)) == [200]
 
 
 def test_allow_verdict_cache_is_bounded() -> None:
@@ -86,7 +92,7 @@ def test_allow_verdict_cache_is_bounded() -> None:
     gate = e._gate
     assert gate is not None and gate.allow is not None
     for i in range(50):
-        e.receive(options(i), (f"10.0.{i}.1", 5060), 0.0)
+        feed(e, options(i), (f"10.0.{i}.1", 5060), 0.0)
         assert len(gate.allow._verdicts) <= 8
     assert e.counters.answered == 50
 
@@ -96,14 +102,14 @@ def test_allow_verdict_cache_is_bounded() -> None:
 
 def test_rate_limit_burst_then_refill() -> None:
     e = engine(rate_limit=10.0)
-    outs = [e.receive(options(i), A, 0.0) for i in range(15)]
+    outs = [feed(e, options(i), A, 0.0) for i in range(15)]
     assert [bool(o) for o in outs] == [True] * 10 + [False] * 5
     assert e.counters.discarded == {RATE_LIMITED: 5}
-    assert e.receive(options(99), A, 0.05) == []  # half a token
-    assert statuses(e.receive(options(100), A, 0.1)) == [200]  # one token after 0.1 s
-    assert statuses(e.receive(options(101), A, 10.0)) == [200]
+    assert feed(e, options(99), A, 0.05) == []  # half a token
+    assert statuses(feed(e, options(100), A, 0.1)) == [200]  # one token after 0.1 s
+    assert statuses(feed(e, options(101), A, 10.0)) == [200]
     # a full bucket again after a pause, never more than the burst
-    assert sum(bool(e.receive(options(i), A, 100.0)) for i in range(30)) == 10
+    assert sum(bool(feed(e, options(i), A, 100.0)) for i in range(30)) == 10
 
 
 def test_a_flood_from_one_source_does_not_starve_another() -> None:
@@ -112,9 +118,9 @@ def test_a_flood_from_one_source_does_not_starve_another() -> None:
     for tick in range(100):  # one second of fake time, in 10 ms ticks
         now = tick * 0.01
         for i in range(50):  # A: 5,000 datagrams a second
-            e.receive(options(tick * 100 + i), A, now)
+            feed(e, options(tick * 100 + i), A, now)
         if tick % 10 == 0:  # B: 10 requests a second, under its limit
-            answered_b += len(statuses(e.receive(options(10_000 + tick), B, now)))
+            answered_b += len(statuses(feed(e, options(10_000 + tick), B, now)))
     assert answered_b == 10
     assert e.counters.discarded[RATE_LIMITED] >= 4_900
     assert e.counters.answered == answered_b + 20 + 19  # A: its burst, then 20/s
@@ -122,7 +128,7 @@ def test_a_flood_from_one_source_does_not_starve_another() -> None:
 
 def test_rate_limit_counts_by_address_not_port() -> None:
     e = engine(rate_limit=2.0)
-    outs = [e.receive(options(port), ("192.0.2.10", 5000 + port), 0.0) for port in range(5)]
+    outs = [feed(e, options(port), ("192.0.2.10", 5000 + port), 0.0) for port in range(5)]
     assert [bool(o) for o in outs] == [True, True, False, False, False]
 
 
@@ -141,27 +147,27 @@ def test_bad_rates_are_refused(rate: float) -> None:
 def test_rate_buckets_are_bounded_least_recently_seen_evicted() -> None:
     e = engine(rate_limit=1.0, limits=Limits(rate_sources=4))
     for i in range(10):
-        assert e.receive(options(i), (f"192.0.2.{i}", 5060), 0.0)
+        assert feed(e, options(i), (f"192.0.2.{i}", 5060), 0.0)
     stat = e.tables()["rate-sources"]
     assert (stat.size, stat.limit, stat.evicted) == (4, 4, 6)
     # 192.0.2.9 is still known (its bucket is empty); 192.0.2.0 was evicted and starts full
-    assert e.receive(options(20), ("192.0.2.9", 5060), 0.0) == []
-    assert e.receive(options(21), ("192.0.2.0", 5060), 0.0) != []
+    assert feed(e, options(20), ("192.0.2.9", 5060), 0.0) == []
+    assert feed(e, options(21), ("192.0.2.0", 5060), 0.0) != []
 
 
 def test_allow_list_comes_before_the_rate_limit() -> None:
     e = engine(allow=[net("192.0.2.0/24")], rate_limit=1.0)
     for i in range(5):
-        e.receive(options(i), B, 0.0)
+        feed(e, options(i), B, 0.0)
     assert e.counters.discarded == {NOT_ALLOWED: 5}
     assert e.tables()["rate-sources"].size == 0
 
 
 def test_forget_clears_the_buckets() -> None:
     e = engine(rate_limit=1.0)
-    assert e.receive(options(1), A, 0.0) and not e.receive(options(2), A, 0.0)
+    assert feed(e, options(1), A, 0.0) and not feed(e, options(2), A, 0.0)
     e.forget()
-    assert e.receive(options(3), A, 0.0)
+    assert feed(e, options(3), A, 0.0)
 
 
 # --------------------------------------------------------------------------- bounds
@@ -170,7 +176,7 @@ def test_forget_clears_the_buckets() -> None:
 def test_pending_is_bounded_new_delayed_steps_refused() -> None:
     e = engine("INVITE->180,486/2s", limits=Limits(pending=3))
     for i in range(5):
-        assert statuses(e.receive(request("INVITE", call_id=f"c{i}"), A, 0.0)) == [180]
+        assert statuses(feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)) == [180]
     assert e.pending == 3 and e.counters.pending_overflow == 2
     assert len(e.due(2.0)) == 3
 
@@ -178,7 +184,7 @@ def test_pending_is_bounded_new_delayed_steps_refused() -> None:
 def test_repeats_count_against_the_pending_bound() -> None:
     e = engine("INVITE->486;repeat=3", limits=Limits(pending=2))
     for i in range(4):
-        assert statuses(e.receive(request("INVITE", call_id=f"c{i}"), A, 0.0)) == [486]
+        assert statuses(feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)) == [486]
     assert e.pending == 2 and e.counters.pending_overflow == 2
     assert len(e.due(5.0)) == 4  # 2 transactions x 2 copies
 
@@ -186,53 +192,55 @@ def test_repeats_count_against_the_pending_bound() -> None:
 def test_completed_is_bounded_oldest_evicted() -> None:
     e = engine("INVITE->486/1s", limits=Limits(completed=3))
     for i in range(5):
-        e.receive(request("INVITE", call_id=f"c{i}"), A, 0.0)
+        feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)
     e.due(1.0)
     stat = e.tables()["completed"]
     assert (stat.size, stat.limit, stat.evicted) == (3, 3, 2)
     # c0 was forgotten: its retransmission starts over (nothing yet, the 486 is delayed)
-    assert e.receive(request("INVITE", call_id="c0"), A, 2.0) == []
-    assert statuses(e.receive(request("INVITE", call_id="c4"), A, 2.0)) == [486]
+    assert feed(e, request("INVITE", call_id="c0"), A, 2.0) == []
+    assert statuses(feed(e, request("INVITE", call_id="c4"), A, 2.0)) == [486]
 
 
 def test_drop_first_memory_is_bounded_oldest_starts_over() -> None:
     e = engine("INVITE->486;drop_first=1", limits=Limits(drop_first=3))
     for i in range(5):
-        assert e.receive(request("INVITE", call_id=f"c{i}"), A, 0.0)[0].data is None
+        assert type(feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)[0]) is Dropped
     stat = e.tables()["drop-first"]
     assert (stat.size, stat.evicted) == (3, 2)
-    assert statuses(e.receive(request("INVITE", call_id="c4"), A, 0.5)) == [486]
-    assert e.receive(request("INVITE", call_id="c0"), A, 0.5)[0].data is None  # forgotten
+    assert statuses(feed(e, request("INVITE", call_id="c4"), A, 0.5)) == [486]
+    assert type(feed(e, request("INVITE", call_id="c0"), A, 0.5)[0]) is Dropped  # forgotten
 
 
 def test_the_timer_heap_is_compacted_under_an_invite_cancel_flood() -> None:
     limits = Limits(pending=4)
     e = engine("INVITE->180,486/3600s", limits=limits)
     for i in range(500):
-        e.receive(request("INVITE", call_id=f"c{i}"), A, 0.0)
-        e.receive(request("CANCEL", call_id=f"c{i}"), A, 0.0)
+        feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)
+        feed(e, request("CANCEL", call_id=f"c{i}"), A, 0.0)
         assert e.tables()["timers"].size <= limits.timers
     assert e.pending == 0 and e.next_deadline() is None
 
 
 def test_journal_size_is_bounded() -> None:
     with pytest.raises(ValueError, match="over the bound"):
-        engine(journal_size=11, limits=Limits(journal=10))
-    e = engine(journal_size=3)
+        Journal(11, limits=Limits(journal=10))
+    r = Recorded(engine(), 3)
     for i in range(5):
-        e.receive(options(i), A, 0.0)
-    stat = e.tables()["journal"]
+        r.feed(options(i), A, 0.0)
+    stat = r.journal.stat()
     assert (stat.size, stat.limit, stat.evicted) == (3, 3, 2)
+    assert [entry.request.call_id for entry in r.journal if entry.request] == [
+        "o-2", "o-3", "o-4"]
 
 
 def test_tables_reports_every_table() -> None:
-    assert set(engine().tables()) == {"journal", "pending", "timers", "completed", "drop-first"}
+    assert set(engine().tables()) == {"pending", "timers", "completed", "drop-first"}
     assert "rate-sources" in engine(rate_limit=5.0).tables()
 
 
 def test_the_doc_lists_the_bounds_as_they_are() -> None:
     text = DOC.read_text(encoding="utf-8")
-    rows = re.findall(r"^\| [^|]+ \| `([A-Z_]+|engine\.[A-Z_]+)` \| ([0-9,]+)( s)? \|", text,
+    rows = re.findall(r"^\| [^|]+ \| `([A-Z_]+|counters\.[A-Z_]+)` \| ([0-9,]+)( s)? \|", text,
                       re.M)
     found = {name: int(value.replace(",", "")) for name, value, _ in rows}
     assert found == {
@@ -243,7 +251,7 @@ def test_the_doc_lists_the_bounds_as_they_are() -> None:
         "RATE_SOURCES_LIMIT": safety.RATE_SOURCES_LIMIT,
         "ALLOW_CACHE_LIMIT": safety.ALLOW_CACHE_LIMIT,
         "TIMER_B": safety.TIMER_B,
-        "engine.METHODS_LIMIT": METHODS_LIMIT,
+        "counters.METHODS_LIMIT": METHODS_LIMIT,
     }
     defaults = Limits()
     assert (defaults.pending, defaults.completed, defaults.remember) == (

@@ -1,10 +1,12 @@
-"""The compiled fast path of the parser (responder/_speedups.c) against the Python parser.
+"""The compiled fast path of the parser (responder/_accel/_speedups.c) against the Python parser.
 
 The fast path reads only plainly well-formed requests and returns None for anything
 else; for what it reads, its Request must equal ``parse_python``'s. Shown here over the
 RFC 4475/5118 corpus, requests as real peers write them (which must take the fast path),
 every single-byte mutation of those, and Hypothesis-built near-valid requests. The fuzz
-tests in test_parser_fuzz.py compare the two parsers on everything they generate too.
+tests in test_parser_fuzz.py compare the two parsers on everything they generate too; the
+batch calls (recvmmsg/sendmmsg) are compared with their Python twins here as well.
+test_accel.py holds the rest: the checks at load, response heads, To tags.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import ResponderProcess, SipClient, has_ipv6_loopback
 
-from responder import parser
-from responder.errors import Discard
-from responder.message import Request
+from responder.sip import parser
+from responder.sip.errors import Discard
+from responder.sip.message import Request
 
 PURE = bool(os.environ.get("SIP_RESPONDER_PURE"))
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "conformance"
+CORPUS = Path(__file__).resolve().parent / "conformance"  # RFC 4475/5118, in the repository
 FAST = settings(max_examples=400, deadline=None, database=None)
 
 
@@ -65,11 +67,11 @@ def test_the_extension_is_built_and_used() -> None:
     if PURE:
         assert parser._fast_parse is None
     else:
-        assert parser._fast_parse is not None, "responder._speedups did not build"
+        assert parser._fast_parse is not None, "responder._accel._speedups did not build"
 
 
 def test_sip_responder_pure_turns_it_off() -> None:
-    code = ("from responder import parser, speedups; "
+    code = ("from responder import _accel as speedups; from responder.sip import parser; "
             "print(parser._fast_parse is None and speedups.SPEEDUPS is None)")
     env = {**os.environ, "SIP_RESPONDER_PURE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
@@ -291,10 +293,11 @@ FAMILIES = [pytest.param(socket.AF_INET, "127.0.0.1", id="ipv4"),
 def test_recv_many_and_send_many(family: socket.AddressFamily, host: str, compiled: bool,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The transport's batch calls, compiled (recvmmsg/sendmmsg) and their Python twins:
-    whole datagrams in order, at most 64 a call, [] when none waits; drops and requests
-    for other workers not sent; more than one sendmmsg's worth sent in order."""
-    from responder import transport
-    from responder.engine import Outgoing
+    whole datagrams in order, at most 64 a call, [] when none waits; more than one
+    sendmmsg's worth sent in order. (Only Send effects reach them: the transport keeps
+    drops and hand-offs out.)"""
+    from responder.core.effects import Send
+    from responder.io import udp as transport
 
     if not compiled:
         monkeypatch.setattr(transport, "SPEEDUPS", None)
@@ -314,18 +317,15 @@ def test_recv_many_and_send_many(family: socket.AddressFamily, host: str, compil
         assert [d for d, _ in got] == sent
         assert {src for _, src in got} == {peer.getsockname()[:2]}
         source = got[0][1]
-        outs = [Outgoing(source, b"first", None),
-                Outgoing(source, None, None),                     # a drop: nothing sent
-                Outgoing(source, b"forwarded", None, None, 1),   # for another worker
-                Outgoing(source, b"last", None, None, None)]
+        outs = [Send(source, b"first", None), Send(source, b"last", None, None, None)]
         assert send(outs) == 0
         assert peer.recv(100) == b"first"
         assert peer.recv(100) == b"last"
-        many = [Outgoing(source, b"%d" % i, None) for i in range(150)]
+        many = [Send(source, b"%d" % i, None) for i in range(150)]
         assert send(many) == 0
         assert [peer.recv(100) for _ in many] == [o.data for o in many]
         if compiled:  # an address it cannot read is counted, not sent (no name lookup)
-            assert send([Outgoing(("no-such-host", 5060), b"x", None)]) == 1
+            assert send([Send(("no-such-host", 5060), b"x", None)]) == 1
 
 
 def test_the_same_bytes_with_and_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,35 +356,6 @@ def test_the_same_bytes_with_and_without_the_extension(monkeypatch: pytest.Monke
     fast_out, pure_out = outputs
     assert len(fast_out) > len(PEERS)
     assert fast_out == pure_out
-
-
-# ------------------------------------------------------------------ To tags
-
-TEXT = st.none() | st.text(max_size=40) | st.text(alphabet="abc-.@\x00é", max_size=300)
-
-
-@needs_ext
-@given(seed=st.integers(0, 2**63), call_id=TEXT, from_tag=TEXT, branch=TEXT)
-@FAST
-def test_to_tag_is_hashlibs_blake2b(seed: int, call_id: str | None, from_tag: str | None,
-                                    branch: str | None) -> None:
-    """The compiled BLAKE2b gives Seeded's tag (keyed, person "to-tag", 6 bytes), or None
-    for text it leaves to Python (non-ASCII): the same tags with and without it."""
-    import hashlib
-
-    from responder._speedups import tag_state, to_tag
-    from responder.seeded import Seeded
-
-    seeded = Seeded(seed)
-    h = hashlib.blake2b(key=seeded._key, digest_size=6, person=b"to-tag")
-    h.update(f"{call_id}\x00{from_tag}\x00{branch}".encode("utf-8", "surrogateescape"))
-    got = to_tag(tag_state(seeded._key), call_id, from_tag, branch)
-    texts = [t for t in (call_id, from_tag, branch) if t is not None]
-    if all(t.isascii() for t in texts):
-        assert got == h.hexdigest()
-    else:
-        assert got is None
-    assert seeded.to_tag(call_id, from_tag, branch) == h.hexdigest()
 
 
 def test_two_servers_in_one_process_keep_their_datagrams_apart() -> None:
@@ -422,79 +393,3 @@ def test_two_servers_in_one_process_keep_their_datagrams_apart() -> None:
         for t in threads:
             t.join(30)
     assert got["a"] == got["a-sent"] and got["b"] == got["b-sent"]
-
-
-# ------------------------------------------------------------------ response heads
-
-@needs_ext
-def test_respond_writes_what_python_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """build_step with the compiled head and with the Python one: the same bytes, for the
-    corpus and the peers' requests, every registered code, tags or none, sources that are
-    and are not the sent-by (IPv4, IPv6, a scope, a name), rport and received variants."""
-    import itertools
-
-    from responder import builder, codes
-    from responder.builder import Context
-    from responder.rules.model import Identity, Step
-    from responder.seeded import Seeded
-
-    manifest = json.loads((CORPUS / "manifest.json").read_text())["messages"]
-    extra = [PEERS["sipp-options"].replace(b";branch=", b";rport;branch="),
-             PEERS["sipp-options"].replace(b";branch=", b";received=1.2.3.4;branch="),
-             PEERS["sipp-options"].replace(b"127.0.0.1:5061;", b"client.example;rport=9;")]
-    requests = []
-    for data in [*PEERS.values(), *extra, *((CORPUS / m["file"]).read_bytes()
-                                           for m in manifest)]:
-        try:
-            requests.append(parser.parse(data))
-        except Discard:
-            continue
-    steps = [Step.make(code) for code in sorted(codes.CODES)] + [
-        Step.make(200, headers=(("Contact", "<sip:x@y>"), ("X-A", "1"))),
-        Step.make(180, body=b"abc", content_type="text/plain")]
-    sources = [("127.0.0.1", 5061), ("192.0.2.7", 5099), ("::1", 5060),
-               ("2001:db8::10", 5062), ("fe80::1%lo", 5060)]
-    compiled = builder._respond
-    seeded = Seeded(3)
-    used = 0
-    for req, source, identity in itertools.product(
-            requests, sources, [Identity(), Identity(server="", supported=("100rel",))]):
-        ctx = Context(identity, seeded, 1000.0, source, ("127.0.0.1", 5060), None)
-        for step, tag in itertools.product(steps, ("abc", None)):
-            monkeypatch.setattr(builder, "_respond", compiled)
-            fast_bytes = builder.build_step(req, ctx, step, tag)
-            monkeypatch.setattr(builder, "_respond", None)
-            assert fast_bytes == builder.build_step(req, ctx, step, tag), (req, source, step)
-            used += compiled is not None and compiled(
-                req, step.code, step.reason, tag, source, False, b"") is not None
-    assert used > 1000  # the compiled head was really compared, not only its fallback
-
-
-@needs_ext
-def test_long_names_long_values_and_many_vias(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past the C caches' and buffers' sizes: a 100-character header name, a 5,000-character
-    value, 150 Via lines (more pieces than respond() lays out: it falls back to Python)."""
-    from responder import builder
-    from responder.builder import Context
-    from responder.rules.model import Identity, Step
-    from responder.seeded import Seeded
-
-    base = PEERS["sipp-options"]
-    name = "X-" + "n" * 98
-    long_header = base.replace(b"Subject:", f"{name}: {'v' * 5000}\r\nSubject:".encode())
-    req = agree(long_header)
-    assert req is not None and req.header(name.lower()) == "v" * 5000
-    assert agree(long_header) == req  # again: the name is now in the Python cache
-    vias = "".join(f"Via: SIP/2.0/UDP proxy{i}.example;branch=z9hG4bK-{i}\r\n"
-                   for i in range(150))
-    many = base.replace(b"From:", vias.encode() + b"From:")
-    req = agree(many)
-    assert req is not None and len(req.vias) == 151
-    ctx = Context(Identity(), Seeded(1), 0.0, ("127.0.0.1", 5061), None, None)
-    step = Step.make(200)
-    assert builder._respond is not None
-    assert builder._respond(req, 200, "OK", "t", ctx.source, False, b"") is None
-    got = builder.build_step(req, ctx, step, "t")
-    monkeypatch.setattr(builder, "_respond", None)
-    assert got == builder.build_step(req, ctx, step, "t")
-    assert got.count(b"\r\nVia: ") == 151

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from responder._client_core import parse_response
 from responder.rules.model import RuleError
 from responder.testing import (
     AsyncSipClient,
@@ -24,6 +23,7 @@ from responder.testing import (
     make_step,
     to_ruleset,
 )
+from responder.testing.client_core import parse_response
 
 AUTH_RULES = """\
 auth:

@@ -19,9 +19,7 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from ..auth import ALGORITHMS, AuthConfig
-from ..uri import TOKEN
-from .model import (
+from responder.rules.model import (
     FAULTS,
     REPEAT_MAX,
     Identity,
@@ -35,7 +33,9 @@ from .model import (
     Step,
     validate_reply,
 )
-from .oneline import format_delay, glob, parse_code, parse_delay, parse_rule
+from responder.rules.oneline import format_delay, glob, parse_code, parse_delay, parse_rule
+from responder.sip.auth import ALGORITHMS, AuthConfig
+from responder.sip.uri import TOKEN
 
 DEFAULT_RULES = "default_rules.yaml"
 
@@ -218,7 +218,7 @@ class _Walker:
                     raise self.error(n, f"bad CIDR: {exc}") from None
         headers: list[tuple[str, Pattern]] = []
         if "headers" in m:
-            from ..message import COMPACT
+            from responder.sip.message import COMPACT
 
             for name, (kn, vn) in self.mapping(m["headers"][1], "match headers", ()).items():
                 key = name.lower()

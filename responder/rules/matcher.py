@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..message import Request
-from ..seeded import Seeded
-from .model import NOT_BY_STAR, Match, Rule, RuleSet
+from responder.rules.model import NOT_BY_STAR, Match, Rule, RuleSet
+from responder.sip.message import Request
+from responder.sip.seeded import Seeded
 
 
 def matches(match: Match, req: Request, source_host: str) -> bool:

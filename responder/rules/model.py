@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .. import codes
-from ..auth import AuthConfig
+from responder.sip import codes
+from responder.sip.auth import AuthConfig
+from responder.sip.builder import Identity as Identity
 
 # Methods a "*" rule never answers (SPEC §5): ACK is never answered at all, and only a
 # rule that names CANCEL answers one.
@@ -170,12 +171,6 @@ class Rule:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lab", self.drop_first > 0 or not is_plain(self.reply))
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    server: str = "sip-responder"
-    supported: tuple[str, ...] = ()
 
 
 # (position in RuleSet.rules, rule, the method is all it asks)

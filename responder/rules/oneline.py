@@ -19,9 +19,9 @@ import fnmatch
 import re
 from dataclasses import replace
 
-from .. import codes
-from ..uri import TOKEN
-from .model import FAULTS, Match, Pattern, Rule, RuleError, Step, validate_reply
+from responder.rules.model import FAULTS, Match, Pattern, Rule, RuleError, Step, validate_reply
+from responder.sip import codes
+from responder.sip.uri import TOKEN
 
 _DELAY = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s)?")
 

@@ -1,7 +1,7 @@
 """SIPVicious (svmap, svwar, svcrack) against ``config/examples/lab-pbx.yaml``.
 
 The installed ``sip-responder`` runs the lab PBX profile on loopback; the real tools scan it
-through :mod:`responder.sipvicious`. svmap must find exactly one device with the profile's
+through :mod:`responder.testing.sipvicious`. svmap must find exactly one device with the profile's
 Server name, svwar exactly the extensions of its ``auth.users`` (as ``reqauth``) and nothing
 else, svcrack the weak password of 1001, with and without compact headers (``-c``).
 
@@ -20,7 +20,7 @@ import pytest
 import yaml
 from support import ResponderProcess, has_ipv6_loopback, unique
 
-from responder import sipvicious as sv
+from responder.testing import sipvicious as sv
 
 pytestmark = pytest.mark.interop
 

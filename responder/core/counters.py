@@ -1,0 +1,32 @@
+"""The engine's plain counters (read by metrics and the closing log line; nothing here runs
+more than an addition per request)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+METHODS_LIMIT = 64         # distinct method names counted (Counters.methods)
+OTHER_METHOD = "other"     # ... the rest are counted under this name
+
+
+@dataclass(slots=True)
+class Counters:
+    received: int = 0
+    answered: int = 0
+    dropped: int = 0
+    acks: int = 0
+    retransmissions: int = 0
+    pending_overflow: int = 0
+    held: int = 0     # transmissions swallowed by drop_first
+    repeats: int = 0  # extra copies of final responses sent by repeat
+    handed: int = 0   # requests handed to the worker that owns their dialog
+    discarded: Counter[str] = field(default_factory=Counter)
+    # Parsed requests by method (metrics). Bounded: past METHODS_LIMIT distinct names,
+    # new ones count as OTHER_METHOD (a scanner's random methods cannot grow it).
+    methods: Counter[str] = field(default_factory=Counter)
+
+    def method(self, method: str) -> None:
+        methods = self.methods
+        counted = method if method in methods or len(methods) < METHODS_LIMIT else OTHER_METHOD
+        methods[counted] = methods.get(counted, 0) + 1

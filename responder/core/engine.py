@@ -1,0 +1,355 @@
+"""The sans-I/O core: ``Engine.receive(Inbound, now) -> effects``.
+
+``receive`` turns one arrived message into effects (:mod:`responder.core.effects`): what to
+send at once, where and from where, what to hand to another worker, and events for the
+journal, logs and metrics. ``due(now)`` gives the delayed steps whose time has come and
+``next_deadline()`` when to call it next. Time is an input (``now``, seconds on any
+monotonic clock) and so is randomness (the seed): a transport owns the clock and the
+sockets, the engine decides, for every transport alike.
+
+The stages, each in its own module:
+
+* gate and limits (:mod:`~responder.core.limits`): allow list and rate limit, before parsing;
+* parse (:mod:`responder.sip.parser`) and match (:mod:`responder.rules.matcher`);
+* transactions (:mod:`~responder.core.transactions`): retransmissions, delayed steps, CANCEL;
+* faults (:mod:`~responder.core.faults`): drop_first, jitter, repeat, malformed responses;
+* build (:mod:`~responder.core.answer`, :mod:`responder.sip.builder`);
+* counters (:mod:`~responder.core.counters`) and, for observers, the journal's events.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+from responder.core.answer import build_fault, build_step
+from responder.core.counters import METHODS_LIMIT, OTHER_METHOD, Counters
+from responder.core.effects import Arrived, Dropped, Effect, Exchange, Handoff, Inbound, Send
+from responder.core.faults import Faults
+from responder.core.limits import LIMITS, Gate, IPNetwork, Limits, TableStat
+from responder.core.transactions import Pending, Queued, Transactions, txn_key
+from responder.rules.matcher import select
+from responder.rules.model import Reply, Rule, RuleSet, Step
+from responder.sip.auth import AuthConfig, Verdict, challenge, verify
+from responder.sip.builder import Context
+from responder.sip.errors import Discard
+from responder.sip.message import Request
+from responder.sip.parser import parse
+from responder.sip.seeded import Seeded
+
+DEFAULT_RULE = "default"
+PROBLEM_RULE = "bad-request"    # the answer to a malformed request (Problem)
+CANCEL_RULE = "cancel"          # 200/487 of a CANCEL that stopped pending steps
+NO_TXN_RULE = "no-transaction"  # 481 to an unmatched CANCEL
+REQUIRE_RULE = "require"        # 420 for unsupported Require tags
+
+_new = tuple.__new__  # builds a NamedTuple from all its fields without a Python call
+
+
+class Engine:
+    """One rule set, one seed, bounded state.
+
+    ``shard`` = (index, count) when several workers share the sockets: a request whose
+    dialog needs state (delayed steps, CANCEL, fault injection) is handed to the worker
+    that owns the dialog (:meth:`owner`). ``allow`` (networks) and ``rate_limit``
+    (datagrams a second per source address) are checked before parsing, not for requests
+    handed over by another worker. ``record``: emit an :class:`Arrived` event per message
+    (the journal observes them). ``limits``: the bounds of every table.
+    """
+
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        seeded: Seeded,
+        shard: tuple[int, int] | None = None,
+        *,
+        allow: Iterable[IPNetwork] | None = None,
+        rate_limit: float | None = None,
+        limits: Limits = LIMITS,
+        record: bool = False,
+    ) -> None:
+        self.ruleset = ruleset
+        self.seeded = seeded
+        self.shard = shard
+        self.limits = limits
+        self.record = record
+        self.counters = Counters()
+        self.txns = Transactions(limits)
+        self.faults = Faults(limits)
+        self._gate = Gate.make(allow, rate_limit, limits)
+        self._rule: str | None = None  # the rule that answered the request in hand
+
+    # --- public ----------------------------------------------------------------
+    def set_rules(self, ruleset: RuleSet) -> None:
+        """Swap the rule set; steps already pending keep their decision."""
+        self.ruleset = ruleset
+
+    def forget(self) -> None:
+        """Drop every pending step and remembered transaction (a test's clean slate)."""
+        self.txns.clear()
+        self.faults.clear()
+        if self._gate is not None and self._gate.rate is not None:
+            self._gate.rate.clear()
+
+    @property
+    def pending(self) -> int:
+        return len(self.txns.pending)
+
+    def tables(self) -> dict[str, TableStat]:
+        """Size, bound and evictions of every table the engine keeps (docs/faults.md)."""
+        rate = self._gate.rate if self._gate is not None else None
+        return {**self.txns.stats(), **self.faults.stats(),
+                **({"rate-sources": rate.stat()} if rate is not None else {})}
+
+    def next_deadline(self) -> float | None:
+        return self.txns.next_deadline()
+
+    def owner(self, req: Request) -> int:
+        """The worker that owns a request's dialog (Call-ID and From tag): every request of
+        one call -- INVITE, CANCEL, ACK, BYE, re-INVITE -- meets the same worker."""
+        assert self.shard is not None
+        key = f"{req.call_id}\x00{req.from_tag}"
+        return zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.shard[1]
+
+    def receive(self, inbound: Inbound, now: float, handed: bool = False) -> list[Effect]:
+        """One message in; the effects of it out. ``handed``: another worker handed this
+        request to us, its owner (no gate, no sharding)."""
+        counters = self.counters
+        counters.received += 1
+        if self._gate is not None and not handed:
+            reason = self._gate.check(inbound.source[0], now)
+            if reason is not None:
+                return self._discard(inbound, now, reason)
+        try:
+            req = parse(inbound.data)
+        except Discard as d:
+            return self._discard(inbound, now, d.reason)
+        methods, method = counters.methods, req.method  # Counters.method, inlined
+        counted = method if method in methods or len(methods) < METHODS_LIMIT else OTHER_METHOD
+        methods[counted] = methods.get(counted, 0) + 1
+        self._rule = None
+        out = self._handle(req, inbound, now, handed)
+        if self.record and not (out and type(out[0]) is Handoff):
+            out.insert(0, Arrived(counters.received, now, inbound, req, None, self._rule))
+        return out
+
+    def due(self, now: float) -> list[Effect]:
+        """The delayed steps (and repeats) whose time has come, in order."""
+        out: list[Effect] = []
+        for entry in self.txns.due(now):
+            out += self._run(entry, now)
+        return out
+
+    # --- the decision ------------------------------------------------------------
+    def _discard(self, inbound: Inbound, now: float, reason: str) -> list[Effect]:
+        self.counters.discarded[reason] += 1
+        if self.record:
+            return [Arrived(self.counters.received, now, inbound, None, reason)]
+        return []
+
+    def _handle(self, req: Request, inbound: Inbound, now: float, handed: bool) -> list[Effect]:
+        if req.method == "ACK":
+            self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
+            return []
+        ruleset = self.ruleset
+        source = inbound.source
+        ctx = _new(Context, (ruleset.identity, self.seeded, now, source, inbound.local,
+                             ruleset.auth))
+        arrival = self.counters.received
+        if (p := req.problem) is not None:
+            step = Step.make(p.status, reason=p.reason)
+            return [self._emit(req, ctx, step, self._tag(req), PROBLEM_RULE, now, arrival)]
+
+        txns = self.txns
+        if txns.pending or txns.completed.table:
+            key = txn_key(req)
+            done = txns.answered(key, now)
+            if done is not None:
+                self.counters.retransmissions += 1
+                return [self._again(s, now, inbound, arrival) for s in done]
+        plain = ruleset.plain.get(req.method)
+        if plain is not None and not req.require:
+            # RuleSet.plain: the rule select() would choose, known without the search, and one
+            # that needs nothing below (no credentials, no owner worker, no fault memory).
+            return self._answer(req, ctx, plain.reply, plain.name, now, arrival)
+
+        owner = None
+        if self.shard is not None and not handed:
+            owner = self.owner(req)
+            if owner == self.shard[0]:
+                owner = None
+            elif req.method == "CANCEL":
+                return self._hand(owner, inbound)
+        if req.method == "CANCEL":
+            stopped = self._cancel(req, ctx, now, arrival)
+            if stopped is not None:
+                return stopped
+        elif req.require:
+            # RFC 3261 §8.2.2.3: a UAS answers unknown Require tags with 420 (not ACK/CANCEL).
+            supported = ruleset.identity.supported
+            if any(t not in supported for t in req.require):
+                step = Step.make(420)
+                return [self._emit(req, ctx, step, self._tag(req), REQUIRE_RULE, now, arrival)]
+
+        rule = select(ruleset, req, source[0], self.seeded)
+        lab = False  # fault injection (precomputed at load): the one branch off the hot path
+        if rule is not None:
+            if rule.auth and ruleset.auth is not None:
+                reply, name = self._authorize(rule, ruleset.auth, req, source, now)
+            else:
+                reply, name = rule.reply, rule.name
+            lab = rule.lab
+        elif req.method == "CANCEL":
+            # SPEC §5: the default never answers a CANCEL; with nothing to cancel, 481.
+            reply, name = (Step.make(481),), NO_TXN_RULE
+        else:
+            reply, name, lab = ruleset.default, DEFAULT_RULE, ruleset.default_lab
+        if owner is not None and (lab or (reply and reply[-1].after > 0)):
+            # Delayed steps live with the dialog's owner (so its CANCEL finds them), and so
+            # does fault injection's per-transaction state.
+            return self._hand(owner, inbound)
+        if lab:
+            return self._lab(req, ctx, reply, name, now, arrival,
+                             rule.drop_first if rule else 0)
+        return self._answer(req, ctx, reply, name, now, arrival)
+
+    def _hand(self, owner: int, inbound: Inbound) -> list[Effect]:
+        self.counters.handed += 1
+        self.counters.received -= 1  # counted again by the owner
+        return [Handoff(owner, inbound)]
+
+    # --- building ------------------------------------------------------------------
+    def _tag(self, req: Request) -> str:
+        return self.seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
+
+    def _emit(
+        self, req: Request, ctx: Context, step: Step, tag: str, rule: str, time: float,
+        arrival: int, delay: float = 0.0,
+    ) -> Send:
+        """One response, sent at ``time``, ``delay`` after the request arrived."""
+        if step.fault is None:
+            data = build_step(req, ctx, step, tag)
+        else:
+            data = build_fault(req, ctx, step, tag)
+        self.counters.answered += 1
+        self._rule = rule
+        # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function.
+        exch = _new(Exchange, (time, ctx.source, req.method, req.uri, req.call_id, step.code,
+                               step.reason, rule, delay, False, 0, arrival))
+        return _new(Send, (ctx.source, data, exch, ctx.local, None))
+
+    def _dropped(self, req: Request, ctx: Context, reason: str, rule: str, now: float,
+                 arrival: int) -> Dropped:
+        self._rule = rule
+        return Dropped(Exchange(now, ctx.source, req.method, req.uri, req.call_id, None,
+                                reason, rule, 0.0, arrival=arrival))
+
+    def _again(self, sent: Send, now: float, inbound: Inbound, arrival: int) -> Send:
+        """A retransmitted request gets the same bytes again, sent to ITS source (SPEC §4)."""
+        exch = sent.exchange
+        if exch is not None:
+            self._rule = exch.rule
+            exch = exch._replace(time=now, source=inbound.source, retransmission=True,
+                                 arrival=arrival)
+        return Send(inbound.source, sent.data, exch, inbound.local, inbound.conn)
+
+    def _answer(self, req: Request, ctx: Context, reply: Reply, rule: str, now: float,
+                arrival: int) -> list[Effect]:
+        if not reply:
+            self.counters.dropped += 1
+            return [self._dropped(req, ctx, "drop", rule, now, arrival)]
+        tag = self.seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
+        out: list[Effect] = []
+        i = 0
+        while i < len(reply) and reply[i].after <= 0:
+            out.append(self._emit(req, ctx, reply[i], tag, rule, now, arrival))
+            i += 1
+        if i < len(reply):
+            self._rule = rule
+            queue: list[Queued] = [(now + s.after, s, s.after) for s in reply[i:]]
+            last = out[-1] if out else None
+            assert last is None or type(last) is Send
+            self._hold(Pending(req, ctx, tag, rule, arrival, queue, last))
+        return out
+
+    def _run(self, entry: Pending, now: float) -> list[Effect]:
+        """Send what of ``entry``'s queue is due at ``now``."""
+        out: list[Effect] = []
+        queue = entry.queue
+        while queue and queue[0][0] <= now:
+            at, step, delay = queue.pop(0)
+            if step is None:  # repeat: the final response again, the same bytes
+                last = entry.last
+                assert last is not None and last.exchange is not None
+                entry.copies += 1
+                self.counters.repeats += 1
+                sent = last._replace(exchange=last.exchange._replace(time=at,
+                                                                     repeat=entry.copies))
+            else:
+                sent = self._emit(entry.req, entry.ctx, step, entry.tag, entry.rule, at,
+                                  entry.arrival, delay)
+                entry.last = sent
+                entry.final = step.final
+            out.append(sent)
+        return out
+
+    def _hold(self, entry: Pending) -> None:
+        """Keep ``entry`` until its queue is sent (bounded: over the bound, it is not)."""
+        if not self.txns.hold(entry):
+            self.counters.pending_overflow += 1  # bounded: later steps are not sent
+
+    def _lab(
+        self, req: Request, ctx: Context, reply: Reply, rule: str, now: float, arrival: int,
+        drop_first: int,
+    ) -> list[Effect]:
+        """The fault-injection path (docs/faults.md): drop_first, jitter, repeat, fault."""
+        held = self.faults.held_back(txn_key(req), now, drop_first)
+        if held is not None:  # the first ``drop_first`` transmissions: no answer
+            self.counters.held += 1
+            return [self._dropped(req, ctx, held, rule, now, arrival)]
+        if not reply:
+            return self._answer(req, ctx, reply, rule, now, arrival)
+        entry = Pending(req, ctx, self._tag(req), rule, arrival,
+                        self.faults.plan(req, reply, self.seeded, now))
+        self._rule = rule
+        out = self._run(entry, now)
+        if entry.queue:
+            self._hold(entry)
+        return out
+
+    def _authorize(
+        self, rule: Rule, cfg: AuthConfig, req: Request, source: tuple[str, int], now: float
+    ) -> tuple[Reply, str]:
+        """``auth: digest``: valid credentials get the rule's reply, others a fresh challenge.
+
+        SPEC §5: no credentials or wrong ones (an unknown user included) get 401
+        (407 with ``challenge: proxy``); a right answer to an expired nonce gets a
+        challenge with ``stale=true`` (RFC 2617 §3.2.1).
+        """
+        key = "proxy-authorization" if rule.proxy_challenge else "authorization"
+        verdict = verify(cfg, req, key, self.seeded, now, source[0])
+        if verdict is Verdict.OK:
+            return rule.reply, rule.name
+        value = challenge(cfg, self.seeded.nonce(now, source[0]), verdict is Verdict.STALE)
+        if rule.proxy_challenge:
+            step = Step.make(407, headers=(("Proxy-Authenticate", value),))
+        else:
+            step = Step.make(401, headers=(("WWW-Authenticate", value),))
+        return (step,), f"{rule.name} {verdict.value}-credentials"
+
+    def _cancel(self, req: Request, ctx: Context, now: float, arrival: int
+                ) -> list[Effect] | None:
+        """RFC 3261 §9.2: a CANCEL whose INVITE still has steps pending stops them."""
+        invite_key = txn_key(req, "INVITE")
+        entry = self.txns.pending.get(invite_key)
+        if entry is None or entry.final:  # only repeats left: the INVITE is answered
+            return None
+        self.txns.take(invite_key)
+        ok = self._emit(req, ctx, Step.make(200), self._tag(req), CANCEL_RULE, now, arrival)
+        icx = entry.ctx._replace(now=now)
+        terminated = self._emit(entry.req, icx, Step.make(487), entry.tag, CANCEL_RULE, now,
+                                entry.arrival)
+        self._rule = CANCEL_RULE
+        self.txns.remember(txn_key(req), [ok], now)
+        self.txns.remember(invite_key, [terminated], now)
+        return [ok, terminated]

@@ -1,0 +1,130 @@
+"""Server transactions that outlive their request: pending steps and completed answers.
+
+* pending: transactions with delayed steps or repeats still to send (so a CANCEL can stop
+  them and a retransmission can be answered with the last response sent), with one timer
+  heap for all of them;
+* completed: recent transactions that had delayed steps or were cancelled, so their
+  retransmissions get the same final response for 32 s (RFC 3261 Timer B/F).
+
+Both are bounded (:class:`~responder.core.limits.Limits`, docs/faults.md).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from responder.core.effects import Send
+from responder.core.limits import Expiring, Limits, TableStat
+from responder.rules.model import Step
+from responder.sip.builder import Context
+from responder.sip.message import Request
+
+# (branch, Call-ID, CSeq number, method): a server transaction (RFC 3261 §17.2.3)
+TxnKey = tuple[str | None, str | None, int, str]
+# (when, step, its delay after the request arrived); step None: the final again (repeat)
+Queued = tuple[float, Step | None, float]
+
+
+def txn_key(req: Request, method: str | None = None) -> TxnKey:
+    return (req.top_via.branch, req.call_id, req.cseq_num, method or req.method)
+
+
+@dataclass(slots=True)
+class Pending:
+    req: Request
+    ctx: Context
+    tag: str
+    rule: str
+    arrival: int             # the arrival the responses answer (Exchange.arrival)
+    queue: list[Queued]      # absolute send times
+    last: Send | None = None
+    final: bool = False      # the final response went out: only repeats are left
+    copies: int = 0
+
+
+class Transactions:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.pending: dict[TxnKey, Pending] = {}
+        self._heap: list[tuple[float, int, TxnKey]] = []
+        self._seq = 0
+        self.completed: Expiring[TxnKey, list[Send]] = Expiring(limits.completed,
+                                                                 limits.remember)
+        self.overflow = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.pending) or bool(self.completed.table)
+
+    def clear(self) -> None:
+        self.pending.clear()
+        self._heap.clear()
+        self.completed.clear()
+
+    def answered(self, key: TxnKey, now: float) -> list[Send] | None:
+        """What was sent for ``key`` so far, when it is a retransmission; else None."""
+        if self.completed.table:
+            done = self.completed.get(key, now)
+            if done is not None:
+                return done
+        entry = self.pending.get(key)
+        if entry is not None:
+            return [entry.last] if entry.last else []
+        return None
+
+    def hold(self, entry: Pending) -> bool:
+        """Keep ``entry`` until its queue is sent; False (and counted) when the table is full."""
+        if len(self.pending) >= self.limits.pending:
+            self.overflow += 1
+            return False
+        key = txn_key(entry.req)
+        self.pending[key] = entry
+        self._push(entry.queue[0][0], key)
+        return True
+
+    def take(self, key: TxnKey) -> Pending | None:
+        """Remove and return the pending entry of ``key`` (a CANCEL stops it)."""
+        return self.pending.pop(key, None)
+
+    def remember(self, key: TxnKey, sends: list[Send], now: float) -> None:
+        self.completed.put(key, sends, now)
+
+    def next_deadline(self) -> float | None:
+        heap = self._heap
+        while heap:
+            due, _, key = heap[0]
+            entry = self.pending.get(key)
+            if entry is not None and entry.queue and entry.queue[0][0] == due:
+                return due
+            heapq.heappop(heap)  # stale: cancelled or already sent
+        return None
+
+    def due(self, now: float) -> Iterator[Pending]:
+        """The entries with something due at ``now``; after the caller has run an entry's
+        due steps, it is re-armed or, with nothing left, completed."""
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key = heapq.heappop(self._heap)
+            entry = self.pending.get(key)
+            if entry is None or not entry.queue or entry.queue[0][0] != due:
+                continue
+            yield entry
+            if entry.queue:
+                self._push(entry.queue[0][0], key)
+            else:
+                del self.pending[key]
+                self.remember(key, [entry.last] if entry.last else [], now)
+
+    def _push(self, due: float, key: TxnKey) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, key))
+        if len(self._heap) > self.limits.timers:
+            # Cancelled transactions leave stale timers behind: keep only the live ones.
+            self._heap = [(e.queue[0][0], i, k)
+                          for i, (k, e) in enumerate(self.pending.items()) if e.queue]
+            heapq.heapify(self._heap)
+
+    def stats(self) -> dict[str, TableStat]:
+        return {"pending": TableStat(len(self.pending), self.limits.pending, self.overflow),
+                "timers": TableStat(len(self._heap), self.limits.timers, 0),
+                "completed": self.completed.stat()}

@@ -1,0 +1,237 @@
+"""UDP sockets wired to the engine; no decisions here.
+
+Each socket is non-blocking and registered with ``loop.add_reader``; when it is
+readable the reader takes up to ``MANY`` datagrams at a time (one ``recvmmsg``
+with the compiled fast path, ``recvfrom`` until it would block without it), hands
+them to the engine, and sends their responses together, back to back (one
+``sendmmsg``), before it reads more: at most ``BATCH`` datagrams per wake-up, so
+one busy socket cannot starve another or the timer. One timer handle fires the
+engine's next delayed step.
+
+Sending the responses of a batch in one run matters on loopback and in VMs: each
+send that finds the peer asleep pays for waking it, and a run of sends wakes it
+once; under light load a batch is one datagram, so nothing waits for company.
+
+With several workers (``--workers``), every worker reads the same sockets; a
+request the engine hands to its owner worker travels over that worker's
+inbox (an AF_UNIX datagram socket) with its source and local addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+from functools import partial
+
+from responder._accel import SPEEDUPS
+from responder.core.effects import UDP, Effect, Handoff, Inbound, Send
+from responder.core.engine import Engine
+
+Addr = tuple[str, int]
+Recv = Callable[[], list[tuple[bytes, Addr]]]  # up to MANY datagrams; [] when none waits
+SendMany = Callable[[list[Send]], int]  # sends each Send's data; returns how many failed
+Observe = Callable[[list[Effect]], None]  # the journal, logs and metrics, given each batch
+
+MANY = 64  # datagrams per receive call (the compiled recv_many's buffer count)
+BATCH = 256  # datagrams per wake-up at most
+MAX_DATAGRAM = 65535
+
+
+def recv_many(sock: socket.socket) -> list[tuple[bytes, Addr]]:
+    """The pure-Python twin of the compiled ``recv_many``."""
+    got: list[tuple[bytes, Addr]] = []
+    for _ in range(MANY):
+        try:
+            data, source = sock.recvfrom(MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            continue  # e.g. ICMP port unreachable reported on this socket
+        got.append((data, source[:2]))
+    return got
+
+
+def send_many(sock: socket.socket, sends: list[Send]) -> int:
+    """The pure-Python twin of the compiled ``send_many``: each Send's data to its dest;
+    returns the failures."""
+    failed = 0
+    for out in sends:
+        try:
+            sock.sendto(out.data, out.dest)
+        except OSError:
+            failed += 1  # UDP: a full buffer or unreachable peer loses it
+    return failed
+
+
+# The compiled send_many reads each item's destination and bytes at positions 0 and 1: it
+# is used only while Send keeps them there (checked once, here, at load).
+COMPILED_SEND = SPEEDUPS is not None and Send._fields[:2] == ("dest", "data")
+
+
+def socket_io(sock: socket.socket) -> tuple[Recv, SendMany]:
+    """How ``sock`` is read and written: the compiled batch calls where they apply."""
+    family = sock.family
+    if SPEEDUPS is not None and COMPILED_SEND and family in (socket.AF_INET, socket.AF_INET6):
+        fd = sock.fileno()
+        return partial(SPEEDUPS.recv_many, fd), partial(SPEEDUPS.send_many, fd, int(family))
+    return partial(recv_many, sock), partial(send_many, sock)
+
+
+def bind_udp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+        for opt, size in ((socket.SO_RCVBUF, 4 << 20), (socket.SO_SNDBUF, 4 << 20)):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def pack_handoff(inbound: Inbound) -> bytes:
+    """A request handed to the worker that owns its dialog, over that worker's inbox."""
+    lh, lp = inbound.local or ("", 0)
+    sh, sp = inbound.source
+    return f"{lh}\x00{lp}\x00{sh}\x00{sp}\x00".encode() + inbound.data
+
+
+def unpack_handoff(msg: bytes) -> Inbound:
+    lh, lp, sh, sp, data = msg.split(b"\x00", 4)
+    return Inbound(data, (sh.decode(), int(sp)), (lh.decode(), int(lp)), UDP)
+
+
+class UdpTransport:
+    """Drives one engine from any number of UDP sockets and one timer."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        engine: Engine,
+        observe: Observe | None,
+        peers: list[socket.socket] | None = None,
+    ) -> None:
+        """``observe``: given the effects of each batch before they are carried out (the
+        journal, logs and metrics); None: nobody wants them."""
+        self.loop = loop
+        self.engine = engine
+        self.observe = observe
+        self.sockets: dict[Addr, socket.socket] = {}
+        self.peers = peers or []  # worker i's inbox, to hand requests to
+        self._inbox: socket.socket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.send_errors = 0
+        self._senders: dict[Addr, SendMany] = {}  # per local address: how its socket sends
+
+    def add(self, sock: socket.socket) -> Addr:
+        local: Addr = sock.getsockname()[:2]
+        self.sockets[local] = sock
+        recv, self._senders[local] = socket_io(sock)
+        self.loop.add_reader(sock.fileno(), self._readable, recv, local)
+        return local
+
+    def add_inbox(self, sock: socket.socket) -> None:
+        """This worker's inbox: requests other workers hand over (see pack_handoff)."""
+        sock.setblocking(False)
+        self._inbox = sock
+        self.loop.add_reader(sock.fileno(), self._handed, sock)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sock in (*self.sockets.values(), *([self._inbox] if self._inbox else [])):
+            self.loop.remove_reader(sock.fileno())
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+        self._senders.clear()
+
+    def _readable(self, recv: Recv, local: Addr) -> None:
+        receive = self.engine.receive
+        now = self.loop.time()
+        observe = self.observe
+        new = tuple.__new__
+        for _ in range(BATCH // MANY):
+            try:
+                batch = recv()
+            except OSError:
+                continue  # e.g. ICMP port unreachable reported on this socket
+            ready: list[Effect] = []
+            for data, source in batch:
+                effects = receive(new(Inbound, (data, source, local, UDP, None)), now)
+                if effects:
+                    ready += effects
+            if ready:
+                if observe is not None:
+                    observe(ready)
+                self._carry_out(local, ready)
+            if len(batch) < MANY:
+                break
+        self._arm()
+
+    def _handed(self, inbox: socket.socket) -> None:
+        now = self.loop.time()
+        for _ in range(BATCH):
+            try:
+                msg = inbox.recv(MAX_DATAGRAM + 128)
+            except (BlockingIOError, InterruptedError):
+                break
+            inbound = unpack_handoff(msg)
+            local = inbound.local
+            if local is not None and local in self._senders:
+                effects = self.engine.receive(inbound, now, handed=True)
+                if effects and self.observe is not None:
+                    self.observe(effects)
+                self._carry_out(local, effects)
+        self._arm()
+
+    def _carry_out(self, local: Addr, effects: list[Effect]) -> None:
+        """Send the Sends from the socket at ``local`` (or the one each names), hand
+        requests to their owner workers; events need nothing more."""
+        sends: list[Send] = []
+        for e in effects:
+            kind = type(e)
+            if kind is Send:
+                sends.append(e)  # type: ignore[arg-type]
+            elif kind is Handoff and self.peers:
+                assert isinstance(e, Handoff)
+                with contextlib.suppress(OSError):
+                    self.peers[e.worker].send(pack_handoff(e.inbound))
+        if sends:
+            sender = self._senders.get(local)
+            if sender is None:
+                return
+            self.send_errors += sender(sends)
+
+    def _arm(self) -> None:
+        deadline = self.engine.next_deadline()
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._fire, deadline)
+
+    def _fire(self, deadline: float) -> None:
+        self._timer = None
+        self._timer_at = None
+        # asyncio may run a timer up to one clock tick early: it is due at its deadline.
+        effects = self.engine.due(max(self.loop.time(), deadline))
+        if effects and self.observe is not None:
+            self.observe(effects)
+        for e in effects:
+            if type(e) is Send:
+                assert isinstance(e, Send)
+                local = e.local if e.local in self._senders else next(iter(self._senders),
+                                                                      None)
+                if local is not None:
+                    self._carry_out(local, [e])
+        self._arm()

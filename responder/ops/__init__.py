@@ -1,0 +1,2 @@
+"""Running it: the command line, the server (bind, announce, signals, reload), logs,
+metrics and the HTTP side."""

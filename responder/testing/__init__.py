@@ -1,0 +1,33 @@
+"""Helpers for tests of SIP code: a real sip-responder in a background thread, and clients.
+
+The public surface of the test toolkit; the pieces live in
+:mod:`responder.testing.controller` (:class:`Responder`), :mod:`responder.testing.clients`
+(:class:`SipClient`, :class:`AsyncSipClient`), :mod:`responder.testing.expectations`
+(the fluent rules and the near-miss reports), :mod:`responder.testing.sipvicious` and
+:mod:`responder.testing.pytest_plugin` (the fixtures). Nothing else in the package imports
+this layer.
+"""
+
+from responder.testing.controller import (
+    AsyncSipClient,
+    JournalEntry,
+    Responder,
+    Responses,
+    RuleBuilder,
+    RuleError,
+    RuleSet,
+    RulesLike,
+    SipClient,
+    SipResponse,
+    SipTimeout,
+    StepLike,
+    make_match,
+    make_step,
+    to_ruleset,
+)
+
+__all__ = [
+    "AsyncSipClient", "JournalEntry", "Responder", "Responses", "RuleBuilder", "RuleError",
+    "RuleSet", "RulesLike", "SipClient", "SipResponse", "SipTimeout", "StepLike",
+    "make_match", "make_step", "to_ruleset",
+]

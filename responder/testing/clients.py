@@ -1,0 +1,274 @@
+"""The test clients: :class:`SipClient` (blocking) and :class:`AsyncSipClient` (asyncio).
+
+Both drive the same flows from :mod:`responder.testing.client_core` (requests written, responses
+matched to their transaction, ACKs, digest): a driver only sends datagrams and waits.
+Import them from :mod:`responder.testing`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from responder.testing.client_core import (
+    DEFAULT_TIMEOUT,
+    Addr,
+    Core,
+    Flow,
+    Headers,
+    Responses,
+    Send,
+    SipResponse,
+    T,
+    Until,
+    Wait,
+    cancel_flow,
+    raw_flow,
+    register_flow,
+    request_flow,
+    wait_flow,
+)
+
+MAX_DATAGRAM = 65535
+
+
+class _Api:
+    _core: Core
+
+    @property
+    def local_address(self) -> Addr:
+        """The client's own (host, port)."""
+        return self._core.local
+
+    @property
+    def remote_address(self) -> Addr:
+        """Where every request goes: the server's (host, port)."""
+        return self._core.remote
+
+
+def _bind(remote: Addr, host: str | None) -> socket.socket:
+    host = host or ("::1" if ":" in remote[0] else "127.0.0.1")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class SipClient(_Api):
+    """A blocking SIP client on a UDP socket of its own (``127.0.0.1`` or ``::1``, port 0).
+
+    ``remote`` is where every request goes, whatever the Request-URI says. A final
+    response to an INVITE is ACKed at once (RFC 3261 §17.1.1.3, or a new ACK transaction
+    for a 2xx, §13.2.2.4). Every call waits at most ``timeout`` seconds (default 2) and then
+    raises :class:`SipTimeout` (a TimeoutError) saying what did arrive.
+    """
+
+    def __init__(self, remote: Addr, *, host: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, user_agent: str = "sip-responder-client"
+                 ) -> None:
+        self._sock = _bind(remote, host)
+        self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout)
+
+    def options(self, uri: str | None = None, *, headers: Headers | None = None,
+                timeout: float | None = None) -> SipResponse:
+        """OPTIONS ``uri`` (default: the server); the final response."""
+        return self.request("OPTIONS", uri, headers=headers, timeout=timeout).final
+
+    def invite(self, uri: str | None = None, *, headers: Headers | None = None,
+               body: bytes | str = b"", content_type: str | None = None,
+               from_user: str | None = None, until: Until = "final",
+               timeout: float | None = None) -> Responses:
+        """INVITE; every response until the final one (``until="provisional"``: the first
+        response, ``"sent"``: none), so that :meth:`cancel` can follow."""
+        return self.request("INVITE", uri, headers=headers, body=body,
+                            content_type=content_type, from_user=from_user, until=until,
+                            timeout=timeout)
+
+    def cancel(self, timeout: float | None = None) -> tuple[SipResponse, SipResponse]:
+        """CANCEL the last INVITE: (the CANCEL's final response, the INVITE's final one)."""
+        return self._run(cancel_flow(self._core, timeout or self._core.timeout))
+
+    def register(self, uri: str | None, user: str, password: str | None = None,
+                 expires: int = 3600, *, headers: Headers | None = None,
+                 timeout: float | None = None) -> SipResponse:
+        """REGISTER ``user`` at ``uri`` (default: the server); answers one 401/407 with
+        digest credentials (MD5 or SHA-256, qop auth or none) when ``password`` is given."""
+        return self._run(register_flow(self._core, uri, user, password, expires, headers,
+                                   timeout or self._core.timeout))
+
+    def request(self, method: str, uri: str | None = None, *, headers: Headers | None = None,
+                body: bytes | str = b"", content_type: str | None = None,
+                from_user: str | None = None, until: Until = "final",
+                timeout: float | None = None) -> Responses:
+        """Any request; ``headers`` replace the client's own of the same name."""
+        return self._run(request_flow(self._core, method, uri, headers, body, content_type,
+                                              from_user, until, timeout))
+
+    def send_raw(self, data: bytes, *, wait: bool = True,
+                 timeout: float | None = None) -> Responses:
+        """Send ``data`` as it is; with ``wait`` and a Via branch and CSeq in it, wait for the
+        final response of that transaction."""
+        return self._run(raw_flow(self._core, data, wait, timeout))
+
+    def wait_final(self, timeout: float | None = None) -> Responses:
+        """Wait for the final response of the last INVITE (or the last request)."""
+        return self._run(wait_flow(self._core, timeout))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> SipClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, flow: Flow[T]) -> T:
+        try:
+            op = next(flow)
+            while True:
+                if isinstance(op, Send):
+                    self._sock.sendto(op.data, self._core.remote)
+                else:
+                    self._wait(op)
+                op = next(flow)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+        finally:
+            flow.close()
+
+    def _wait(self, op: Wait) -> None:
+        deadline = time.monotonic() + op.timeout
+        while not op.txn.done(op.until):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise self._core.timeout_error(op)
+            self._sock.settimeout(left)
+            try:
+                data = self._sock.recv(MAX_DATAGRAM)
+            except TimeoutError:
+                continue
+            for ack in self._core.feed(data):
+                self._sock.sendto(ack, self._core.remote)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, client: AsyncSipClient) -> None:
+        self.client = client
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.client._received(data)
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # an ICMP error: the wait times out and says what arrived
+
+
+class AsyncSipClient(_Api):
+    """:class:`SipClient` for asyncio: the same methods, as coroutines.
+
+    ``async with AsyncSipClient(address) as client: await client.options()``
+    """
+
+    def __init__(self, remote: Addr, *, host: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, user_agent: str = "sip-responder-client"
+                 ) -> None:
+        self._sock = _bind(remote, host)
+        self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._changed = asyncio.Event()
+
+    async def open(self) -> AsyncSipClient:
+        if self._transport is None:
+            loop = asyncio.get_running_loop()
+            self._transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), sock=self._sock)
+        return self
+
+    async def options(self, uri: str | None = None, *, headers: Headers | None = None,
+                      timeout: float | None = None) -> SipResponse:
+        return (await self.request("OPTIONS", uri, headers=headers, timeout=timeout)).final
+
+    async def invite(self, uri: str | None = None, *, headers: Headers | None = None,
+                     body: bytes | str = b"", content_type: str | None = None,
+                     from_user: str | None = None, until: Until = "final",
+                     timeout: float | None = None) -> Responses:
+        return await self.request("INVITE", uri, headers=headers, body=body,
+                                  content_type=content_type, from_user=from_user,
+                                  until=until, timeout=timeout)
+
+    async def cancel(self, timeout: float | None = None) -> tuple[SipResponse, SipResponse]:
+        return await self._run(cancel_flow(self._core, timeout or self._core.timeout))
+
+    async def register(self, uri: str | None, user: str, password: str | None = None,
+                       expires: int = 3600, *, headers: Headers | None = None,
+                       timeout: float | None = None) -> SipResponse:
+        return await self._run(register_flow(self._core, uri, user, password, expires, headers,
+                                         timeout or self._core.timeout))
+
+    async def request(self, method: str, uri: str | None = None, *,
+                      headers: Headers | None = None, body: bytes | str = b"",
+                      content_type: str | None = None, from_user: str | None = None,
+                      until: Until = "final", timeout: float | None = None) -> Responses:
+        return await self._run(request_flow(self._core, method, uri, headers, body, content_type,
+                                                    from_user, until, timeout))
+
+    async def send_raw(self, data: bytes, *, wait: bool = True,
+                       timeout: float | None = None) -> Responses:
+        return await self._run(raw_flow(self._core, data, wait, timeout))
+
+    async def wait_final(self, timeout: float | None = None) -> Responses:
+        return await self._run(wait_flow(self._core, timeout))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()  # closes the socket on the loop's next turn
+        else:
+            self._sock.close()
+
+    async def __aenter__(self) -> AsyncSipClient:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await asyncio.sleep(0)  # let the transport close its socket before the loop ends
+
+    def _received(self, data: bytes) -> None:
+        for ack in self._core.feed(data):
+            if self._transport is not None:
+                self._transport.sendto(ack, self._core.remote)
+        self._changed.set()
+
+    async def _run(self, flow: Flow[T]) -> T:
+        transport = (await self.open())._transport
+        assert transport is not None
+        try:
+            op = next(flow)
+            while True:
+                if isinstance(op, Send):
+                    transport.sendto(op.data, self._core.remote)
+                else:
+                    await self._wait(op)
+                op = next(flow)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+        finally:
+            flow.close()
+
+    async def _wait(self, op: Wait) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + op.timeout
+        while not op.txn.done(op.until):
+            left = deadline - loop.time()
+            if left <= 0:
+                raise self._core.timeout_error(op)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except TimeoutError:
+                continue

@@ -1,0 +1,438 @@
+"""Helpers for tests of SIP code: a real sip-responder in a background thread, and clients.
+
+:class:`Responder` is modelled on aiosmtpd's ``Controller``: ``start()`` returns only once
+the server answers a real OPTIONS over UDP, an error in the server thread is raised again
+in the test (by ``start()``, ``stop()`` or the next call), ``stop()`` is final, and it is a
+context manager. Its rules can be set from a one-line rule, a list of them, YAML text or a
+:class:`~responder.rules.model.RuleSet`, or added with the fluent
+``responder.on("INVITE", user="1000").respond(180, (486, "2s"))``. The journal records every
+datagram and what was answered; ``assert_received`` / ``assert_answered`` fail with the near
+misses, the way pytest-httpserver does.
+
+:class:`SipClient` and :class:`AsyncSipClient` (from :mod:`responder.testing.clients`) talk to it.
+The pytest fixtures are in :mod:`responder.testing.pytest_plugin`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import io
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO, TypeVar
+
+from responder.core.counters import Counters
+from responder.core.engine import Engine
+from responder.core.journal import Journal, JournalEntry
+from responder.ops.logs import ExchangeLog
+from responder.ops.server import serve
+from responder.rules.model import Match, Rule, RuleError, RuleSet, Step, validate_reply
+from responder.sip.seeded import Seeded
+from responder.testing.client_core import Responses, SipResponse, SipTimeout, hostport
+from responder.testing.clients import AsyncSipClient, SipClient
+from responder.testing.expectations import (
+    Methods,
+    RulesLike,
+    Status,
+    StepLike,
+    make_match,
+    make_step,
+    report,
+    to_ruleset,
+    why,
+)
+
+__all__ = [
+    "AsyncSipClient", "JournalEntry", "Responder", "Responses", "RuleBuilder", "RuleError",
+    "RuleSet", "RulesLike", "SipClient", "SipResponse", "SipTimeout", "StepLike",
+    "make_match", "make_step", "to_ruleset",
+]
+
+Addr = tuple[str, int]
+T = TypeVar("T")
+
+PROBE_HEADER = "X-Sip-Responder-Probe"
+WAIT = 1.0  # seconds an assertion waits for the journal to catch up (UDP is asynchronous)
+
+
+class RuleBuilder:
+    """What :meth:`Responder.on` returns: call :meth:`respond` to install the rule."""
+
+    def __init__(self, responder: Responder, match: Match, name: str, probability: float):
+        self._responder, self.match, self.name = responder, match, name
+        self.probability = probability
+        self._drop_first = 0
+
+    def drop_first(self, count: int) -> RuleBuilder:
+        """Answer nothing to the first ``count`` transmissions of each transaction."""
+        if count < 0:
+            raise RuleError(f"{self.name}: drop_first must be 0 or more, not {count}")
+        self._drop_first = count
+        return self
+
+    def respond(self, *steps: StepLike) -> Rule:
+        """Install the rule in front of the current rules; ``respond("drop")`` answers nothing.
+
+        Steps: a code (``486``), ``"486/2s"``, ``(486, "2s")``, or a dict like a YAML step
+        (``{"code": 486, "after": "2s", "reason": "Busy", "headers": {...}}``, and the fault
+        keys ``jitter``, ``repeat``, ``fault``: docs/faults.md).
+        """
+        if not steps:
+            raise RuleError(f"{self.name}: respond() needs steps, a code or 'drop'")
+        reply = () if steps == ("drop",) else tuple(make_step(s) for s in steps)
+        validate_reply(reply, self.match.methods, [self.name] * len(reply))
+        rule = Rule(self.match, reply, self.name, self.probability, origin="Responder.on()",
+                    drop_first=self._drop_first)
+        self._responder.add_rule(rule)
+        return rule
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class _LogLines(io.StringIO):
+    """A bounded in-memory log: the last ``limit`` lines the server wrote."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=limit)
+        self._lock = threading.Lock()
+
+    def write(self, s: str, /) -> int:
+        with self._lock:
+            self.lines.extend(s.splitlines())
+        return len(s)
+
+
+class Responder:
+    """A real sip-responder on ``host:port`` (default 127.0.0.1, a free port) in a thread.
+
+    ``rules``: see :func:`to_ruleset` (default: the built-in rules). ``seed`` makes every
+    random decision repeatable. ``log``: a stream for the server's lines (default: kept in
+    memory, see :attr:`log`).
+    """
+
+    def __init__(self, rules: RulesLike | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, seed: int = 0, journal_size: int = 10_000,
+                 log: TextIO | None = None, start_timeout: float = 10.0) -> None:
+        if journal_size < 1:
+            raise ValueError("journal_size must be at least 1: the helpers read the journal")
+        self._want: Addr = (host, port)  # as asked; port 0: any free port
+        self.seed = seed
+        self.start_timeout = start_timeout
+        self.start_rules = to_ruleset(rules)
+        self._stream: TextIO = log if log is not None else _LogLines()
+        self._engine = Engine(self.start_rules, Seeded(seed))
+        self._journal = Journal(journal_size)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._address: Addr | None = None
+        self._stopping = False
+
+    # --- life cycle ---------------------------------------------------------------
+    def start(self) -> Responder:
+        """Bind, serve, and return once a real OPTIONS got its 200 (then forget the probe)."""
+        if self._stopping:
+            raise RuntimeError("this Responder was stopped and cannot start again (stop() is "
+                               "final): create a new one")
+        if self._thread is not None:
+            raise RuntimeError("this Responder is already started")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"sip-responder {self.host}:{self.port}")
+        self._thread.start()
+        try:
+            if not self._ready.wait(self.start_timeout):
+                raise TimeoutError(f"sip-responder did not bind {self.host}:{self.port} "
+                                   f"within {self.start_timeout:g}s")
+            self.check()
+            self._settle(self.start_rules)
+        except BaseException:
+            self._stopping = True
+            self._shutdown()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (final; a second call does nothing). Raises a pending thread error."""
+        if not self._stopping:
+            self._stopping = True
+            self._shutdown()
+        self.check()
+
+    def __enter__(self) -> Responder:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stopping
+
+    @property
+    def host(self) -> str:
+        """The host it listens on (as asked before ``start()``)."""
+        return (self._address or self._want)[0]
+
+    @property
+    def port(self) -> int:
+        """The port it listens on: after ``start()`` the bound one, also when port 0 (any
+        free port) was asked for; before, the port asked for."""
+        return (self._address or self._want)[1]
+
+    @property
+    def address(self) -> Addr:
+        """The (host, port) it listens on."""
+        if self._address is None:
+            raise RuntimeError("not started: call start() first")
+        return self._address
+
+    def uri(self, user: str | None = None) -> str:
+        """``sip:USER@127.0.0.1:PORT`` (``sip:127.0.0.1:PORT`` without a user)."""
+        where = hostport(self.address)
+        return f"sip:{user}@{where}" if user else f"sip:{where}"
+
+    @property
+    def log(self) -> list[str]:
+        """The lines the server wrote (when no ``log`` stream was given)."""
+        stream = self._stream
+        return list(stream.lines) if isinstance(stream, _LogLines) else []
+
+    # --- rules --------------------------------------------------------------------
+    def set_rules(self, rules: RulesLike) -> RuleSet:
+        """Replace the rules (see :func:`to_ruleset`; one-line rules go in front of the
+        start rules). Pending delayed steps keep their decision. Before ``start()``, this
+        sets the start rules."""
+        ruleset = to_ruleset(rules, self.start_rules)
+        self._change(lambda _: ruleset)
+        return ruleset
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules in force now."""
+        return self._call(lambda: self._engine.ruleset)
+
+    def add_rule(self, rule: Rule) -> None:
+        """Put ``rule`` in front of the current rules."""
+        self._change(lambda current: dataclasses.replace(current, rules=(rule, *current.rules)))
+
+    def _change(self, change: Callable[[RuleSet], RuleSet]) -> None:
+        def apply() -> None:
+            self._engine.set_rules(change(self._engine.ruleset))
+        if self._thread is None and not self._stopping:  # not started: the start rules
+            self.start_rules = change(self.start_rules)
+        self._call(apply, mutates=True)
+
+    def on(self, method: Methods = "*", *, user: str | None = None,
+           from_user: str | None = None, to_user: str | None = None,
+           source: str | Sequence[str] | None = None, headers: Mapping[str, str] | None = None,
+           name: str | None = None, probability: float = 1.0) -> RuleBuilder:
+        """Start a rule: ``on("INVITE", user="10*").respond(180, (486, "2s"))``."""
+        match = make_match(method, user, from_user, to_user, source, headers)
+        if name is None:
+            given = {"user": user, "from_user": from_user, "to_user": to_user,
+                     "source": source, "headers": headers}
+            what = method if isinstance(method, str) else "/".join(method or ["*"])
+            name = " ".join([f"on {what}", *(f"{k}={v!r}" for k, v in given.items() if v)])
+        if not 0.0 <= probability <= 1.0:
+            raise RuleError(f"{name}: probability must be from 0 to 1, not {probability!r}")
+        return RuleBuilder(self, match, name, probability)
+
+    def reset(self) -> None:
+        """Back to the start rules, with an empty journal and no pending delayed steps."""
+        self._settle(self.start_rules, forget=True)
+
+    def _settle(self, rules: RuleSet, forget: bool = False) -> None:
+        """Install ``rules`` and empty the journal once every datagram sent before this call
+        has been handled: a sentinel OPTIONS (answered by a rule of its own) must come back
+        first, so that, say, the ACK a previous test sent cannot land in the fresh journal."""
+        if not self.running:
+            self._call(lambda: self._install(rules, forget), mutates=True)
+            return
+        probe = Rule(make_match("OPTIONS", headers={PROBE_HEADER: "*"}), (Step.make(200),),
+                     "sip-responder-probe", origin="Responder")
+        with_probe = dataclasses.replace(rules, rules=(probe, *rules.rules))
+        self._call(lambda: self._engine.set_rules(with_probe), mutates=True)
+        try:
+            self._probe()
+        finally:
+            self._call(lambda: self._install(rules, forget), mutates=True)
+
+    def _install(self, rules: RuleSet, forget: bool = False) -> None:
+        self._engine.set_rules(rules)
+        if forget:
+            self._engine.forget()
+        self._journal.clear()
+
+    # --- journal ------------------------------------------------------------------
+    @property
+    def journal(self) -> list[JournalEntry]:
+        """A snapshot of every datagram received (oldest first) and what was sent back."""
+        def snapshot() -> list[JournalEntry]:
+            return [dataclasses.replace(e, responses=list(e.responses),
+                                        statuses=list(e.statuses)) for e in self._journal]
+        return self._call(snapshot)
+
+    def clear_journal(self) -> None:
+        """Empty the journal (after the datagrams sent so far are handled); rules stay."""
+        self._settle(self.rules)
+
+    @property
+    def counters(self) -> Counters:
+        """A copy of the server's counters (received, answered, dropped, discarded ...)."""
+        def copy() -> Counters:
+            c = self._engine.counters
+            return dataclasses.replace(c, discarded=Counter(c.discarded))
+        return self._call(copy)
+
+    def requests(self, method: Methods = None, *, user: str | None = None,
+                 from_user: str | None = None, to_user: str | None = None,
+                 source: str | Sequence[str] | None = None,
+                 headers: Mapping[str, str] | None = None) -> list[JournalEntry]:
+        """The journal's requests that match (method None or ``"*"``: any, ACK included)."""
+        match = make_match(method, user, from_user, to_user, source, headers)
+        return [e for e in self.journal if not why(match, e)]
+
+    def assert_received(self, method: Methods = None, user: str | None = None,
+                        count: int | None = None, *, from_user: str | None = None,
+                        to_user: str | None = None, source: str | Sequence[str] | None = None,
+                        headers: Mapping[str, str] | None = None,
+                        timeout: float = WAIT) -> list[JournalEntry]:
+        """The matching requests (``count``: exactly that many); AssertionError otherwise,
+        listing the near misses. Waits up to ``timeout`` seconds for them to arrive."""
+        __tracebackhide__ = True
+        match = make_match(method, user, from_user, to_user, source, headers)
+        return self._expect(match, None, count, timeout)
+
+    def assert_answered(self, method: Methods, status: int | Sequence[int],
+                        user: str | None = None, count: int | None = None, *,
+                        from_user: str | None = None, to_user: str | None = None,
+                        source: str | Sequence[str] | None = None,
+                        headers: Mapping[str, str] | None = None,
+                        timeout: float = WAIT) -> list[JournalEntry]:
+        """Like :meth:`assert_received`, for requests answered with ``status`` (an int: among
+        the responses sent; a list: exactly those statuses, in order)."""
+        __tracebackhide__ = True
+        match = make_match(method, user, from_user, to_user, source, headers)
+        return self._expect(match, status, count, timeout)
+
+    def _expect(self, match: Match, status: Status, count: int | None,
+                timeout: float) -> list[JournalEntry]:
+        __tracebackhide__ = True
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.journal
+            found = [e for e in entries if not why(match, e, status)]
+            if (len(found) == count) if count is not None else bool(found):
+                return found
+            if (count is not None and len(found) > count) or time.monotonic() >= deadline:
+                raise AssertionError(report(match, status, count, found, entries))
+            time.sleep(0.01)
+
+    # --- the thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.set_exception_handler(self._on_loop_error)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:
+            self._set_error(exc)
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop_event = asyncio.Event()
+        await serve([self._want], self._engine, ExchangeLog(self._stream),
+                    ready=self._on_ready, stop=self._stop_event, signals=False,
+                    journal=self._journal)
+        if not self._stopping:
+            raise RuntimeError("the sip-responder server stopped on its own")
+
+    def _on_ready(self, bound: list[Addr]) -> None:
+        self._address = bound[0]
+        self._ready.set()
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        self._set_error(exc if isinstance(exc, BaseException)
+                        else RuntimeError(str(context.get("message"))))
+
+    def _set_error(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = exc
+
+    def check(self) -> None:
+        """Raise (once) an error that happened in the server thread, if any."""
+        with self._lock:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _probe(self) -> None:
+        host, port = self.address
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        deadline = time.monotonic() + self.start_timeout
+        with SipClient((host, port)) as client:
+            while True:
+                try:
+                    if client.options(headers={PROBE_HEADER: "1"}, timeout=0.5).status == 200:
+                        return
+                except SipTimeout:
+                    pass
+                self.check()
+                if time.monotonic() > deadline or not self.running:
+                    raise TimeoutError(f"sip-responder on {hostport(self.address)} did not "
+                                       f"answer an OPTIONS within {self.start_timeout:g}s")
+
+    def _shutdown(self) -> None:
+        thread, loop, stop = self._thread, self._loop, self._stop_event
+        if thread is None or loop is None:
+            return
+        if thread.is_alive() and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just closed: it is ending
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(self.start_timeout)
+        if thread.is_alive():
+            self._set_error(RuntimeError("the sip-responder thread did not stop"))
+
+    def _call(self, fn: Callable[[], T], mutates: bool = False) -> T:
+        """Run ``fn`` on the server's loop and wait for it (directly when no loop runs)."""
+        self.check()
+        if mutates and self._stopping:
+            raise RuntimeError("this Responder is stopped")
+        thread, loop = self._thread, self._loop
+        if thread is None or self._stopping or loop is None:
+            return fn()  # not started yet, or stopped: no other thread touches the engine
+        if not thread.is_alive():
+            raise RuntimeError("the sip-responder thread has ended")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(self.start_timeout)
+
+    def __repr__(self) -> str:
+        where = hostport(self._address) if self._address else f"{self.host}:{self.port}"
+        state = "running" if self.running else "stopped" if self._stopping else "new"
+        return f"<Responder udp://{where} {state}>"
