@@ -28,8 +28,8 @@ from functools import partial
 from responder._accel import SPEEDUPS
 from responder.core.effects import UDP, Effect, Handoff, Inbound, Send
 from responder.core.engine import Engine
+from responder.sip.addr import Addr
 
-Addr = tuple[str, int]
 Recv = Callable[[], list[tuple[bytes, Addr]]]  # up to MANY datagrams; [] when none waits
 SendMany = Callable[[list[Send]], int]  # sends each Send's data; returns how many failed
 Observe = Callable[[list[Effect]], None]  # the journal, logs and metrics, given each batch

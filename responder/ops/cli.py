@@ -14,10 +14,11 @@ from responder.core.journal import Journal
 from responder.core.limits import parse_network, parse_rate
 from responder.ops.http import AdminOptions
 from responder.ops.logs import ExchangeLog
-from responder.ops.server import Addr, run, serve, serve_workers
+from responder.ops.server import run, serve, serve_workers
 from responder.rules.loader import build_ruleset, dump
 from responder.rules.model import RuleError, RuleSet
 from responder.sip import codes
+from responder.sip.addr import Addr
 from responder.sip.seeded import Seeded, random_seed
 
 T = TypeVar("T")

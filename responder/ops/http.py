@@ -31,11 +31,11 @@ from responder.ops.reload import swap_rules
 from responder.rules.loader import build_ruleset, dump, load_text
 from responder.rules.model import RuleError, RuleSet
 from responder.rules.oneline import glob, parse_rule
+from responder.sip.addr import Addr, hostport, url
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-Addr = tuple[str, int]
 
 # Bounds, each handed to aiohttp (its name there in brackets) unless marked "ours".
 MAX_LINE = 8 * 1024         # bytes: the request line (max_line_size); longer gets 400
@@ -232,8 +232,7 @@ class HttpServer:
 
 
 def format_http(addr: Addr) -> str:
-    host, port = addr
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return url("http", addr)
 
 
 # --------------------------------------------------------------------------- /metrics
@@ -400,11 +399,10 @@ class AdminApp:
 
 
 def _entry_json(e: JournalEntry, offset: float) -> dict[str, object]:
-    host, port = e.source
     r = e.request
     return {
         "time": round(e.time + offset, 3),
-        "source": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "source": hostport(e.source),
         "method": r.method if r else None,
         "uri": r.uri if r else None,
         "call_id": r.call_id if r else None,

@@ -22,13 +22,11 @@ from responder.ops.logs import ExchangeLog
 from responder.ops.metrics import Exposition, ResponderCollector, ServerStats
 from responder.ops.reload import swap_rules
 from responder.rules.model import RuleError, RuleSet
-
-Addr = tuple[str, int]
+from responder.sip.addr import Addr, url
 
 
 def format_addr(addr: Addr) -> str:
-    host, port = addr
-    return f"udp://[{host}]:{port}" if ":" in host else f"udp://{host}:{port}"
+    return url("udp", addr)
 
 
 async def serve(

@@ -14,12 +14,11 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from responder.sip import codes
+from responder.sip.addr import Addr as Addr
 from responder.sip.auth import AuthConfig, challenge
 from responder.sip.message import Request
 from responder.sip.seeded import Seeded
 from responder.sip.uri import name_addr, param, split_commas
-
-Addr = tuple[str, int]
 
 # The methods we say we allow (405/501 Allow, 200 to OPTIONS).
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, PRACK, UPDATE, MESSAGE, " \

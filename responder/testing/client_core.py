@@ -16,11 +16,11 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from responder.sip.addr import Addr, hostport
 from responder.sip.auth import ALGORITHMS, AuthConfig, expected_response, parse_credentials
 from responder.sip.message import COMPACT
 
 DEFAULT_TIMEOUT = 2.0
-Addr = tuple[str, int]
 Until = Literal["final", "provisional", "sent"]
 Headers = Mapping[str, str] | Sequence[tuple[str, str]]
 T = TypeVar("T")
@@ -32,11 +32,6 @@ def _key(name: str) -> str:
     """Header name -> canonical key: lower case, long form (``v`` -> ``via``)."""
     n = name.strip().lower()
     return COMPACT.get(n, n)
-
-
-def hostport(addr: Addr) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class SipTimeout(TimeoutError):

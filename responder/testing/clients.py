@@ -11,9 +11,9 @@ import asyncio
 import socket
 import time
 
+from responder.sip.addr import Addr
 from responder.testing.client_core import (
     DEFAULT_TIMEOUT,
-    Addr,
     Core,
     Flow,
     Headers,

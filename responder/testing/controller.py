@@ -32,8 +32,9 @@ from responder.core.journal import Journal, JournalEntry
 from responder.ops.logs import ExchangeLog
 from responder.ops.server import serve
 from responder.rules.model import Match, Rule, RuleError, RuleSet, Step, validate_reply
+from responder.sip.addr import Addr, hostport
 from responder.sip.seeded import Seeded
-from responder.testing.client_core import Responses, SipResponse, SipTimeout, hostport
+from responder.testing.client_core import Responses, SipResponse, SipTimeout
 from responder.testing.clients import AsyncSipClient, SipClient
 from responder.testing.expectations import (
     Methods,
@@ -53,7 +54,6 @@ __all__ = [
     "make_match", "make_step", "to_ruleset",
 ]
 
-Addr = tuple[str, int]
 T = TypeVar("T")
 
 PROBE_HEADER = "X-Sip-Responder-Probe"

@@ -20,8 +20,8 @@ from responder.rules.loader import build_ruleset, load_file, load_text, step_fro
 from responder.rules.matcher import explain
 from responder.rules.model import Match, RuleError, RuleSet, Step
 from responder.rules.oneline import glob, parse_code, parse_delay, parse_rule
+from responder.sip.addr import hostport
 from responder.sip.message import COMPACT
-from responder.testing.client_core import hostport
 
 RulesLike = str | Sequence[str] | RuleSet | os.PathLike[str]
 StepLike = int | str | tuple[int, str | float] | Mapping[str, Any] | Step
