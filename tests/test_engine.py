@@ -335,3 +335,17 @@ def test_a_retransmission_from_another_address_is_answered_there() -> None:
     assert busy.dest == SRC
     (late,) = answer(e, request("INVITE"), other, 3.0, LOCAL)
     assert late.dest == other and late.data == busy.data
+
+
+def test_the_journal_names_the_rule_before_a_delayed_step_is_sent() -> None:
+    """A request answered only later (``INVITE->486/2s``) is journaled with its rule at
+    once, and a retransmission meanwhile with the same rule; the delayed 486 joins the
+    first entry when it is sent."""
+    recorded = Recorded(Engine(build_ruleset(None, ["INVITE->486/2s"]), Seeded(1)), 10)
+    assert [type(e) for e in recorded.feed(request("INVITE"), SRC, 0.0)] == [Arrived]
+    assert [type(e) for e in recorded.feed(request("INVITE"), SRC, 0.5)] == [Arrived]
+    first, again = recorded.journal
+    assert first.rule == again.rule == "INVITE->486/2s"
+    assert first.statuses == [] and again.statuses == []
+    recorded.due(2.0)
+    assert first.statuses == [486] and again.statuses == []

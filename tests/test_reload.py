@@ -30,7 +30,7 @@ def test_swap_counts_versions_and_failures() -> None:
 
 def test_metrics_read_the_reloads_and_change_nothing() -> None:
     stats = ServerStats()
-    assert stats.version == 1 and not hasattr(stats, "swap")
+    assert stats.reloads.version == 1 and not hasattr(stats, "swap")
     swap_rules(Engine(build_ruleset(None, []), Seeded(1)), stats.reloads,
                lambda: build_ruleset(None, []), "sighup")
-    assert stats.version == 2
+    assert stats.reloads.version == 2

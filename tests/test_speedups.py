@@ -293,10 +293,10 @@ FAMILIES = [pytest.param(socket.AF_INET, "127.0.0.1", id="ipv4"),
 def test_recv_many_and_send_many(family: socket.AddressFamily, host: str, compiled: bool,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The transport's batch calls, compiled (recvmmsg/sendmmsg) and their Python twins:
-    whole datagrams in order, at most 64 a call, [] when none waits; more than one
-    sendmmsg's worth sent in order. (Only Send effects reach them: the transport keeps
-    drops and hand-offs out.)"""
-    from responder.core.effects import Send
+    whole datagrams in order, at most 64 a call, [] when none waits; only Send effects
+    sent (drops, hand-offs to another worker and events skipped, not counted as failures);
+    more than one sendmmsg's worth sent in order."""
+    from responder.core.effects import Arrived, Dropped, Exchange, Handoff, Inbound, Send
     from responder.io import udp as transport
 
     if not compiled:
@@ -317,7 +317,10 @@ def test_recv_many_and_send_many(family: socket.AddressFamily, host: str, compil
         assert [d for d, _ in got] == sent
         assert {src for _, src in got} == {peer.getsockname()[:2]}
         source = got[0][1]
-        outs = [Send(source, b"first", None), Send(source, b"last", None, None, None)]
+        drop = Exchange(0.0, source, "OPTIONS", "sip:x", "c", None, "drop", "r", 0.0)
+        inbound = Inbound(b"handed", source)
+        outs = [Send(source, b"first", None), Dropped(drop), Handoff(1, inbound),
+                Arrived(1, 0.0, inbound, None, "not-sip"), Send(source, b"last", None)]
         assert send(outs) == 0
         assert peer.recv(100) == b"first"
         assert peer.recv(100) == b"last"
@@ -393,3 +396,22 @@ def test_two_servers_in_one_process_keep_their_datagrams_apart() -> None:
         for t in threads:
             t.join(30)
     assert got["a"] == got["a-sent"] and got["b"] == got["b-sent"]
+
+
+def test_send_many_is_given_only_a_send_type_it_can_read() -> None:
+    """The compiled send_many reads dest and data at positions 0 and 1 of the type it is
+    given: checked at load, so a reordered Send falls back to Python, never sends the
+    wrong field."""
+    from typing import NamedTuple
+
+    from responder.core.effects import Send
+    from responder.io import udp
+
+    class Reordered(NamedTuple):
+        data: bytes
+        dest: tuple[str, int]
+
+    assert udp.send_fits(Send)
+    assert not udp.send_fits(Reordered)
+    assert not udp.send_fits(tuple)
+    assert (udp.SPEEDUPS is not None) == udp.COMPILED_SEND

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 
 
@@ -92,3 +92,16 @@ def turn_off(part: str, why: str) -> None:
     """
     warnings.warn_explicit(f"compiled {part} not used, pure Python answers instead: {why}",
                            SpeedupsWarning, __name__, 0, module=__name__)
+
+
+def adopt(ext: ModuleType | None, part: str, check: Callable[[ModuleType], str | None],
+          ) -> tuple[ModuleType | None, str | None]:
+    """(the extension, when ``check`` finds nothing wrong with it for ``part``, else None;
+    why not, when it is built but not used -- said once by :func:`turn_off`)."""
+    if ext is None:
+        return None, None
+    why = check(ext)
+    if why is not None:
+        turn_off(part, why)
+        return None, why
+    return ext, None

@@ -810,15 +810,17 @@ static int dest_of(PyObject *dest, int family, struct sockaddr_storage *ss, sock
     return 0;
 }
 
-/* send_many(fd, family, outs): each item a tuple (dest, data, ...) -- a core.effects.Send, whose
- * positions responder.io.udp checks at load;
- * items whose data is None are not sent. Returns how
- * many could not be sent (a full buffer, an unreachable peer, an address it cannot read). */
+/* send_many(fd, family, effects, send_type): send each item of type ``send_type`` (the engine's
+ * core.effects.Send, a NamedTuple whose positions 0 and 1 -- dest and data -- responder.io.udp
+ * checks at load); items of any other type (drops, hand-offs, events) are skipped. Returns
+ * how many could not be sent (a full buffer, an unreachable peer, an address it cannot
+ * read). */
 static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
     (void)self;
     int fd, family;
-    PyObject *outs;
-    if (!PyArg_ParseTuple(args, "iiO!:send_many", &fd, &family, &PyList_Type, &outs))
+    PyObject *outs, *send_type;
+    if (!PyArg_ParseTuple(args, "iiO!O!:send_many", &fd, &family, &PyList_Type, &outs,
+                          &PyType_Type, &send_type))
         return NULL;
     if (family != AF_INET && family != AF_INET6) {
         PyErr_SetString(PyExc_ValueError, "send_many: family is AF_INET or AF_INET6");
@@ -833,12 +835,12 @@ static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
         int k = 0;
         for (; i < n && k < MANY; i++) {
             PyObject *item = PyList_GET_ITEM(outs, i);
+            if ((PyObject *)Py_TYPE(item) != send_type) continue;  /* not a Send */
             if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2) {
                 errors++;
                 continue;
             }
             PyObject *data = PyTuple_GET_ITEM(item, 1);
-            if (data == Py_None) continue;
             socklen_t alen;
             if (!PyBytes_Check(data) ||
                 dest_of(PyTuple_GET_ITEM(item, 0), family, &addrs[k], &alen) < 0) {
@@ -1353,7 +1355,8 @@ static PyMethodDef methods[] = {
      "recv_many(fd) -> [(data, (host, port)), ...]: up to 64 datagrams waiting on a "
      "non-blocking UDP socket, [] when none is."},
     {"send_many", speedups_send_many, METH_VARARGS,
-     "send_many(fd, family, outs) -> int: send each Send's data to its dest; returns "
+     "send_many(fd, family, effects, send_type) -> int: send each send_type item's data to "
+     "its dest, skip the rest; returns "
      "how many could not be sent."},
     {NULL, NULL, 0, NULL},
 };

@@ -20,13 +20,8 @@ class Counters:
     pending_overflow: int = 0
     held: int = 0     # transmissions swallowed by drop_first
     repeats: int = 0  # extra copies of final responses sent by repeat
-    handed: int = 0   # requests handed to the worker that owns their dialog
     discarded: Counter[str] = field(default_factory=Counter)
     # Parsed requests by method (metrics). Bounded: past METHODS_LIMIT distinct names,
     # new ones count as OTHER_METHOD (a scanner's random methods cannot grow it).
     methods: Counter[str] = field(default_factory=Counter)
 
-    def method(self, method: str) -> None:
-        methods = self.methods
-        counted = method if method in methods or len(methods) < METHODS_LIMIT else OTHER_METHOD
-        methods[counted] = methods.get(counted, 0) + 1

@@ -77,7 +77,6 @@ class Engine:
         self.txns = Transactions(limits)
         self.faults = Faults(limits)
         self._gate = Gate.make(allow, rate_limit, limits)
-        self._rule: str | None = None  # the rule that answered the request in hand
 
     # --- public ----------------------------------------------------------------
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -124,13 +123,13 @@ class Engine:
             req = parse(inbound.data)
         except Discard as d:
             return self._discard(inbound, now, d.reason)
-        methods, method = counters.methods, req.method  # Counters.method, inlined
+        methods, method = counters.methods, req.method  # bounded: see Counters.methods
         counted = method if method in methods or len(methods) < METHODS_LIMIT else OTHER_METHOD
         methods[counted] = methods.get(counted, 0) + 1
-        self._rule = None
         out = self._handle(req, inbound, now, handed)
         if self.record and not (out and type(out[0]) is Handoff):
-            out.insert(0, Arrived(counters.received, now, inbound, req, None, self._rule))
+            out.insert(0, Arrived(counters.received, now, inbound, req, None,
+                                  self._rule_of(req, out)))
         return out
 
     def due(self, now: float) -> list[Effect]:
@@ -179,7 +178,7 @@ class Engine:
             if owner == self.shard[0]:
                 owner = None
             elif req.method == "CANCEL":
-                return self._hand(owner, inbound)
+                return [Handoff(owner, inbound)]
         if req.method == "CANCEL":
             stopped = self._cancel(req, ctx, now, arrival)
             if stopped is not None:
@@ -207,16 +206,20 @@ class Engine:
         if owner is not None and (lab or (reply and reply[-1].after > 0)):
             # Delayed steps live with the dialog's owner (so its CANCEL finds them), and so
             # does fault injection's per-transaction state.
-            return self._hand(owner, inbound)
+            return [Handoff(owner, inbound)]
         if lab:
             return self._lab(req, ctx, reply, name, now, arrival,
                              rule.drop_first if rule else 0)
         return self._answer(req, ctx, reply, name, now, arrival)
 
-    def _hand(self, owner: int, inbound: Inbound) -> list[Effect]:
-        self.counters.handed += 1
-        self.counters.received -= 1  # counted again by the owner
-        return [Handoff(owner, inbound)]
+    def _rule_of(self, req: Request, out: list[Effect]) -> str | None:
+        """The rule that answered ``req`` (for the journal): the first response's or drop's,
+        or, with only delayed steps, the pending transaction's."""
+        for e in out:
+            if isinstance(e, Send | Dropped) and e.exchange is not None:
+                return e.exchange.rule
+        entry = self.txns.pending.get(txn_key(req))
+        return entry.rule if entry is not None else None
 
     # --- building ------------------------------------------------------------------
     def _tag(self, req: Request) -> str:
@@ -232,7 +235,6 @@ class Engine:
         else:
             data = build_fault(req, ctx, step, tag)
         self.counters.answered += 1
-        self._rule = rule
         # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function.
         exch = _new(Exchange, (time, ctx.source, req.method, req.uri, req.call_id, step.code,
                                step.reason, rule, delay, False, 0, arrival))
@@ -240,7 +242,6 @@ class Engine:
 
     def _dropped(self, req: Request, ctx: Context, reason: str, rule: str, now: float,
                  arrival: int) -> Dropped:
-        self._rule = rule
         return Dropped(Exchange(now, ctx.source, req.method, req.uri, req.call_id, None,
                                 reason, rule, 0.0, arrival=arrival))
 
@@ -248,7 +249,6 @@ class Engine:
         """A retransmitted request gets the same bytes again, sent to ITS source (SPEC §4)."""
         exch = sent.exchange
         if exch is not None:
-            self._rule = exch.rule
             exch = exch._replace(time=now, source=inbound.source, retransmission=True,
                                  arrival=arrival)
         return Send(inbound.source, sent.data, exch, inbound.local, inbound.conn)
@@ -265,7 +265,6 @@ class Engine:
             out.append(self._emit(req, ctx, reply[i], tag, rule, now, arrival))
             i += 1
         if i < len(reply):
-            self._rule = rule
             queue: list[Queued] = [(now + s.after, s, s.after) for s in reply[i:]]
             last = out[-1] if out else None
             assert last is None or type(last) is Send
@@ -311,7 +310,6 @@ class Engine:
             return self._answer(req, ctx, reply, rule, now, arrival)
         entry = Pending(req, ctx, self._tag(req), rule, arrival,
                         self.faults.plan(req, reply, self.seeded, now))
-        self._rule = rule
         out = self._run(entry, now)
         if entry.queue:
             self._hold(entry)
@@ -349,7 +347,6 @@ class Engine:
         icx = entry.ctx._replace(now=now)
         terminated = self._emit(entry.req, icx, Step.make(487), entry.tag, CANCEL_RULE, now,
                                 entry.arrival)
-        self._rule = CANCEL_RULE
         self.txns.remember(txn_key(req), [ok], now)
         self.txns.remember(invite_key, [terminated], now)
         return [ok, terminated]

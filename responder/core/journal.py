@@ -63,10 +63,6 @@ class Journal:
     def __reversed__(self) -> Iterator[JournalEntry]:
         return reversed(self._entries)
 
-    @property
-    def maxlen(self) -> int:
-        return self.size
-
     def stat(self) -> TableStat:
         return TableStat(len(self._entries), self.size, self.evicted)
 
@@ -77,22 +73,16 @@ class Journal:
     def observe(self, effects: Iterable[Effect]) -> None:
         """Take one batch of effects (in the order the engine gave them)."""
         for e in effects:
-            kind = type(e)
-            if kind is Arrived:
-                assert isinstance(e, Arrived)
+            if isinstance(e, Arrived):
                 self._open(e)
-            elif kind is Send or kind is Dropped:
-                assert isinstance(e, Send | Dropped)
+            elif isinstance(e, Send | Dropped) and e.exchange is not None:
                 exchange = e.exchange
-                if exchange is None:
-                    continue
                 entry = self._by_seq.get(exchange.arrival)
                 if entry is None:
                     continue
                 if entry.rule is None:
                     entry.rule = exchange.rule
-                if kind is Send and exchange.status is not None:
-                    assert isinstance(e, Send)
+                if isinstance(e, Send) and exchange.status is not None:
                     entry.responses.append(e.data)
                     entry.statuses.append(exchange.status)
 

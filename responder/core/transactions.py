@@ -54,9 +54,6 @@ class Transactions:
                                                                  limits.remember)
         self.overflow = 0
 
-    def __bool__(self) -> bool:
-        return bool(self.pending) or bool(self.completed.table)
-
     def clear(self) -> None:
         self.pending.clear()
         self._heap.clear()

@@ -31,7 +31,7 @@ from responder.core.engine import Engine
 from responder.sip.addr import Addr
 
 Recv = Callable[[], list[tuple[bytes, Addr]]]  # up to MANY datagrams; [] when none waits
-SendMany = Callable[[list[Send]], int]  # sends each Send's data; returns how many failed
+SendMany = Callable[[list[Effect]], int]  # sends the Sends' data; returns how many failed
 Observe = Callable[[list[Effect]], None]  # the journal, logs and metrics, given each batch
 
 MANY = 64  # datagrams per receive call (the compiled recv_many's buffer count)
@@ -53,11 +53,13 @@ def recv_many(sock: socket.socket) -> list[tuple[bytes, Addr]]:
     return got
 
 
-def send_many(sock: socket.socket, sends: list[Send]) -> int:
-    """The pure-Python twin of the compiled ``send_many``: each Send's data to its dest;
-    returns the failures."""
+def send_many(sock: socket.socket, effects: list[Effect]) -> int:
+    """The pure-Python twin of the compiled ``send_many``: each Send's data to its dest, the
+    other effects skipped; returns the failures."""
     failed = 0
-    for out in sends:
+    for out in effects:
+        if type(out) is not Send:
+            continue
         try:
             sock.sendto(out.data, out.dest)
         except OSError:
@@ -65,17 +67,22 @@ def send_many(sock: socket.socket, sends: list[Send]) -> int:
     return failed
 
 
-# The compiled send_many reads each item's destination and bytes at positions 0 and 1: it
-# is used only while Send keeps them there (checked once, here, at load).
-COMPILED_SEND = SPEEDUPS is not None and Send._fields[:2] == ("dest", "data")
+def send_fits(send_type: type[tuple[object, ...]]) -> bool:
+    """The compiled send_many sends the items of ``send_type`` and reads their destination
+    and bytes at positions 0 and 1: only a type that keeps them there may be given to it."""
+    fields: tuple[str, ...] = getattr(send_type, "_fields", ())
+    return fields[:2] == ("dest", "data")
+
+
+COMPILED_SEND = SPEEDUPS is not None and send_fits(Send)  # checked once, at load
 
 
 def socket_io(sock: socket.socket) -> tuple[Recv, SendMany]:
     """How ``sock`` is read and written: the compiled batch calls where they apply."""
     family = sock.family
     if SPEEDUPS is not None and COMPILED_SEND and family in (socket.AF_INET, socket.AF_INET6):
-        fd = sock.fileno()
-        return partial(SPEEDUPS.recv_many, fd), partial(SPEEDUPS.send_many, fd, int(family))
+        fd, fam, send = sock.fileno(), int(family), SPEEDUPS.send_many
+        return partial(SPEEDUPS.recv_many, fd), lambda effects: send(fd, fam, effects, Send)
     return partial(recv_many, sock), partial(send_many, sock)
 
 
@@ -158,7 +165,7 @@ class UdpTransport:
         receive = self.engine.receive
         now = self.loop.time()
         observe = self.observe
-        new = tuple.__new__
+        new, udp = tuple.__new__, UDP
         for _ in range(BATCH // MANY):
             try:
                 batch = recv()
@@ -166,7 +173,7 @@ class UdpTransport:
                 continue  # e.g. ICMP port unreachable reported on this socket
             ready: list[Effect] = []
             for data, source in batch:
-                effects = receive(new(Inbound, (data, source, local, UDP, None)), now)
+                effects = receive(new(Inbound, (data, source, local, udp, None)), now)
                 if effects:
                     ready += effects
             if ready:
@@ -194,22 +201,16 @@ class UdpTransport:
         self._arm()
 
     def _carry_out(self, local: Addr, effects: list[Effect]) -> None:
-        """Send the Sends from the socket at ``local`` (or the one each names), hand
-        requests to their owner workers; events need nothing more."""
-        sends: list[Send] = []
-        for e in effects:
-            kind = type(e)
-            if kind is Send:
-                sends.append(e)  # type: ignore[arg-type]
-            elif kind is Handoff and self.peers:
-                assert isinstance(e, Handoff)
-                with contextlib.suppress(OSError):
-                    self.peers[e.worker].send(pack_handoff(e.inbound))
-        if sends:
-            sender = self._senders.get(local)
-            if sender is None:
-                return
-            self.send_errors += sender(sends)
+        """Send the Sends from the socket at ``local`` (the send call skips every other
+        effect), hand requests to their owner workers; events need nothing more."""
+        if self.peers:
+            for e in effects:
+                if type(e) is Handoff:
+                    with contextlib.suppress(OSError):
+                        self.peers[e.worker].send(pack_handoff(e.inbound))
+        sender = self._senders.get(local)
+        if sender is not None:
+            self.send_errors += sender(effects)
 
     def _arm(self) -> None:
         deadline = self.engine.next_deadline()

@@ -26,12 +26,12 @@ from urllib.parse import parse_qs
 
 from responder.core.engine import Engine
 from responder.core.journal import Journal, JournalEntry
-from responder.ops.metrics import Exposition, ServerStats
-from responder.ops.reload import swap_rules
+from responder.ops.metrics import Exposition
+from responder.ops.reload import Reloads, swap_rules
 from responder.rules.loader import build_ruleset, dump, load_text
 from responder.rules.model import RuleError, RuleSet
 from responder.rules.oneline import glob, parse_rule
-from responder.sip.addr import Addr, hostport, url
+from responder.sip.addr import Addr, hostport
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -231,10 +231,6 @@ class HttpServer:
         return _response(resp)
 
 
-def format_http(addr: Addr) -> str:
-    return url("http", addr)
-
-
 # --------------------------------------------------------------------------- /metrics
 
 
@@ -299,7 +295,7 @@ class AdminApp:
     """The admin API on the engine's loop. ``clock``: the loop's clock (the journal's)."""
 
     engine: Engine
-    stats: ServerStats
+    reloads: Reloads
     options: AdminOptions
     clock: Callable[[], float]
     note: Callable[[str], None] = field(default=lambda _message: None)
@@ -339,12 +335,12 @@ class AdminApp:
             def build() -> RuleSet:
                 return load_text(body, ADMIN_NAME)
         try:
-            ruleset = swap_rules(self.engine, self.stats.reloads, build, "admin")
+            ruleset = swap_rules(self.engine, self.reloads, build, "admin")
         except RuleError as exc:
             self.note(f"PUT /rules refused, the old rules stay in force: {exc}")
             return text(400, str(exc))
-        self.note(f"rules replaced by PUT /rules (version {self.stats.version})")
-        return json_response(200, {"version": self.stats.version, "rules": len(ruleset.rules),
+        self.note(f"rules replaced by PUT /rules (version {self.reloads.version})")
+        return json_response(200, {"version": self.reloads.version, "rules": len(ruleset.rules),
                                    "warnings": list(ruleset.warnings)})
 
     # --- /journal ---------------------------------------------------------------
@@ -387,7 +383,7 @@ class AdminApp:
                 picked.append(entry)
         offset = time.time() - self.clock()  # the journal's clock is the loop's
         entries = [_entry_json(e, offset) for e in reversed(picked)]
-        return json_response(200, {"journal_size": journal.maxlen, "entries": entries})
+        return json_response(200, {"journal_size": journal.size, "entries": entries})
 
     def delete_journal(self) -> HttpResponse:
         journal = self.journal

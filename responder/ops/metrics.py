@@ -44,9 +44,6 @@ class ServerStats:
         self.responses: dict[tuple[int, str], int] = {}
         self.reloads = Reloads()
 
-    @property
-    def version(self) -> int:
-        return self.reloads.version
 
     def observe(self, exchanges: list[Exchange]) -> None:
         """Tally one batch of exchanges (the transport's log callback; cheap)."""
@@ -126,7 +123,7 @@ class ResponderCollector(Collector):
                                 value=len(engine.ruleset.rules))
         yield GaugeMetricFamily(_name("ruleset_version"),
                                 "Rule-set version: 1 at start, +1 on every successful swap",
-                                value=stats.version)
+                                value=stats.reloads.version)
         reloads = CounterMetricFamily(_name("reloads"), "Rule-set reloads, by source and result",
                                       labels=["source", "result"])
         for source in ("sighup", "admin"):

@@ -17,16 +17,12 @@ from responder.core.effects import Effect, exchanges
 from responder.core.engine import Engine
 from responder.core.journal import Journal
 from responder.io.udp import UdpTransport, bind_udp
-from responder.ops.http import AdminApp, AdminOptions, HttpServer, MetricsApp, format_http
+from responder.ops.http import AdminApp, AdminOptions, HttpServer, MetricsApp
 from responder.ops.logs import ExchangeLog
 from responder.ops.metrics import Exposition, ResponderCollector, ServerStats
 from responder.ops.reload import swap_rules
 from responder.rules.model import RuleError, RuleSet
 from responder.sip.addr import Addr, url
-
-
-def format_addr(addr: Addr) -> str:
-    return url("udp", addr)
 
 
 async def serve(
@@ -92,17 +88,18 @@ async def serve(
         for host, port in listen:
             local = transport.add(bind_udp(host, port))
             bound.append(local)
-            log.note(f"listening on {format_addr(local)}")
+            log.note(f"listening on {url('udp', local)}")
         if metrics is not None:
             collector = ResponderCollector(engine, stats, lambda: transport.send_errors,
                                            journal)
             server = HttpServer(MetricsApp(Exposition(collector)))
             http.append(server)
-            log.note(f"metrics on {format_http(await server.start(*metrics))}/metrics")
+            log.note(f"metrics on {url('http', await server.start(*metrics))}/metrics")
         if admin is not None:
-            server = HttpServer(AdminApp(engine, stats, admin, loop.time, log.note, journal))
+            server = HttpServer(AdminApp(engine, stats.reloads, admin, loop.time, log.note,
+                                         journal))
             http.append(server)
-            log.note(f"admin on {format_http(await server.start(*admin.addr))}")
+            log.note(f"admin on {url('http', await server.start(*admin.addr))}")
         if ready is not None:
             ready(bound)
         summary = asyncio.ensure_future(summarise_discards(engine, log, summary_interval))
@@ -179,7 +176,7 @@ def serve_workers(
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     sockets = [bind_udp(host, port) for host, port in listen]
     for sock in sockets:
-        log.note(f"listening on {format_addr(sock.getsockname()[:2])}")
+        log.note(f"listening on {url('udp', sock.getsockname()[:2])}")
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(count)]
     for inbox, peer in pairs:
         with contextlib.suppress(OSError):

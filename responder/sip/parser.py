@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
-from responder._accel import SPEEDUPS, assumptions, mismatch, turn_off
+from responder._accel import SPEEDUPS, adopt, assumptions, mismatch
 from responder.sip import errors
 from responder.sip.errors import Discard, Problem
 from responder.sip.message import COMPACT, Header, Request, TopVia
@@ -374,13 +374,7 @@ def check_speedups(ext: ModuleType, layout: Mapping[str, object] | None = None) 
 def use_speedups(ext: ModuleType | None, layout: Mapping[str, object] | None = None,
                  ) -> tuple[ModuleType | None, str | None]:
     """(the extension, configured, or None; why not, when it is built but not used)."""
-    if ext is None:
-        return None, None
-    why = check_speedups(ext, layout)
-    if why is not None:
-        turn_off("parser and response head", why)
-        return None, why
-    return ext, None
+    return adopt(ext, "parser and response head", lambda e: check_speedups(e, layout))
 
 
 COMPILED, SPEEDUPS_DISABLED_BECAUSE = use_speedups(SPEEDUPS)

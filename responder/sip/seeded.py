@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from types import ModuleType
 
-from responder._accel import SPEEDUPS, assumptions, mismatch, turn_off
+from responder._accel import SPEEDUPS, adopt, assumptions, mismatch
 
 # The To tag: keyed BLAKE2b of "{call_id}\0{from_tag}\0{branch}", this many bytes, this
 # personalisation (written in responder/_accel/_speedups.c too: checked below).
@@ -54,13 +54,8 @@ def check_speedups(ext: ModuleType, layout: Mapping[str, object] | None = None) 
 def use_speedups(ext: ModuleType | None, layout: Mapping[str, object] | None = None,
                  ) -> tuple[TagState | None, ToTag | None, str | None]:
     """(tag_state, to_tag) of the extension, or Nones; and why not, when it is built."""
-    if ext is None:
-        return None, None, None
-    why = check_speedups(ext, layout)
-    if why is not None:
-        turn_off("To tag", why)
-        return None, None, why
-    return ext.tag_state, ext.to_tag, None
+    got, why = adopt(ext, "To tag", lambda e: check_speedups(e, layout))
+    return (got.tag_state, got.to_tag, None) if got is not None else (None, None, why)
 
 
 # The compiled To tag (responder/_accel/_speedups.c), when it is there and checked: the state

@@ -8,18 +8,13 @@ The public surface of the test toolkit; the pieces live in
 this layer.
 """
 
-from responder.testing.controller import (
-    AsyncSipClient,
-    JournalEntry,
-    Responder,
-    Responses,
-    RuleBuilder,
-    RuleError,
-    RuleSet,
+from responder.core.journal import JournalEntry
+from responder.rules.model import RuleError, RuleSet
+from responder.testing.client_core import Responses, SipResponse, SipTimeout
+from responder.testing.clients import AsyncSipClient, SipClient
+from responder.testing.controller import Responder, RuleBuilder
+from responder.testing.expectations import (
     RulesLike,
-    SipClient,
-    SipResponse,
-    SipTimeout,
     StepLike,
     make_match,
     make_step,

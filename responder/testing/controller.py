@@ -34,8 +34,8 @@ from responder.ops.server import serve
 from responder.rules.model import Match, Rule, RuleError, RuleSet, Step, validate_reply
 from responder.sip.addr import Addr, hostport
 from responder.sip.seeded import Seeded
-from responder.testing.client_core import Responses, SipResponse, SipTimeout
-from responder.testing.clients import AsyncSipClient, SipClient
+from responder.testing.client_core import SipTimeout
+from responder.testing.clients import SipClient
 from responder.testing.expectations import (
     Methods,
     RulesLike,
@@ -47,12 +47,6 @@ from responder.testing.expectations import (
     to_ruleset,
     why,
 )
-
-__all__ = [
-    "AsyncSipClient", "JournalEntry", "Responder", "Responses", "RuleBuilder", "RuleError",
-    "RuleSet", "RulesLike", "SipClient", "SipResponse", "SipTimeout", "StepLike",
-    "make_match", "make_step", "to_ruleset",
-]
 
 T = TypeVar("T")
 

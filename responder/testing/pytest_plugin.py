@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from responder.testing.controller import Responder, RuleError, SipClient
+from responder.testing import Responder, RuleError, SipClient
 
 OPTION = "--sip-responder-rules"
 INI = "sip_responder_rules"
