@@ -349,3 +349,41 @@ def test_the_journal_names_the_rule_before_a_delayed_step_is_sent() -> None:
     assert first.statuses == [] and again.statuses == []
     recorded.due(2.0)
     assert first.statuses == [486] and again.statuses == []
+
+
+def test_a_message_whose_handling_raises_is_counted_and_costs_only_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §10: whatever goes wrong inside the engine for one message is a counted discard;
+    the messages around it are answered as usual (the transport's batch is never lost)."""
+    import responder.core.engine as engine_module
+    real = engine_module.build_step
+
+    def broken_for_register(req, ctx, step, tag):  # type: ignore[no-untyped-def]
+        if req.method == "REGISTER":
+            raise ValueError("a bug in building one response")
+        return real(req, ctx, step, tag)
+
+    monkeypatch.setattr(engine_module, "build_step", broken_for_register)
+    e = engine()
+    assert statuses(feed(e, request("OPTIONS"), SRC, 0.0)) == [200]
+    assert feed(e, request("REGISTER", branch="z9hG4bK-reg"), SRC, 0.0) == []
+    assert statuses(feed(e, request("OPTIONS", branch="z9hG4bK-2"), SRC, 0.0)) == [200]
+    assert e.counters.discarded[engine_module.INTERNAL_ERROR] == 1
+
+
+def test_a_delayed_step_that_raises_costs_only_its_own_transaction(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import responder.core.engine as engine_module
+    real = engine_module.build_step
+    e = engine("REGISTER->486/1s", "INVITE->486/1s")
+    feed(e, request("REGISTER", branch="z9hG4bK-reg"), SRC, 0.0)
+    feed(e, request("INVITE", branch="z9hG4bK-inv"), SRC, 0.0)
+
+    def broken_for_register(req, ctx, step, tag):  # type: ignore[no-untyped-def]
+        if req.method == "REGISTER":
+            raise ValueError("a bug in building one response")
+        return real(req, ctx, step, tag)
+
+    monkeypatch.setattr(engine_module, "build_step", broken_for_register)
+    assert statuses(e.due(1.0)) == [486]
+    assert e.counters.discarded[engine_module.INTERNAL_ERROR] == 1

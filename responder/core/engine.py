@@ -42,6 +42,9 @@ PROBLEM_RULE = "bad-request"    # the answer to a malformed request (Problem)
 CANCEL_RULE = "cancel"          # 200/487 of a CANCEL that stopped pending steps
 NO_TXN_RULE = "no-transaction"  # 481 to an unmatched CANCEL
 REQUIRE_RULE = "require"        # 420 for unsupported Require tags
+# The discard reason of a message whose handling raised: counted, never a traceback, and
+# never the loss of the other messages read with it (SPEC §10).
+INTERNAL_ERROR = "internal-error"
 
 _new = tuple.__new__  # builds a NamedTuple from all its fields without a Python call
 
@@ -121,12 +124,15 @@ class Engine:
                 return self._discard(inbound, now, reason)
         try:
             req = parse(inbound.data)
+            methods, method = counters.methods, req.method  # bounded: see Counters.methods
+            counted = (method if method in methods or len(methods) < METHODS_LIMIT
+                       else OTHER_METHOD)
+            methods[counted] = methods.get(counted, 0) + 1
+            out = self._handle(req, inbound, now, handed)
         except Discard as d:
             return self._discard(inbound, now, d.reason)
-        methods, method = counters.methods, req.method  # bounded: see Counters.methods
-        counted = method if method in methods or len(methods) < METHODS_LIMIT else OTHER_METHOD
-        methods[counted] = methods.get(counted, 0) + 1
-        out = self._handle(req, inbound, now, handed)
+        except Exception:  # noqa: BLE001 -- SPEC §10: a bug costs this message only
+            return self._discard(inbound, now, INTERNAL_ERROR)
         if self.record and not (out and type(out[0]) is Handoff):
             out.insert(0, Arrived(counters.received, now, inbound, req, None,
                                   self._rule_of(req, out)))
@@ -136,7 +142,10 @@ class Engine:
         """The delayed steps (and repeats) whose time has come, in order."""
         out: list[Effect] = []
         for entry in self.txns.due(now):
-            out += self._run(entry, now)
+            try:
+                out += self._run(entry, now)
+            except Exception:  # noqa: BLE001 -- SPEC §10: one entry's bug, not the rest
+                self.counters.discarded[INTERNAL_ERROR] += 1
         return out
 
     # --- the decision ------------------------------------------------------------
