@@ -387,3 +387,12 @@ def test_a_delayed_step_that_raises_costs_only_its_own_transaction(
     monkeypatch.setattr(engine_module, "build_step", broken_for_register)
     assert statuses(e.due(1.0)) == [486]
     assert e.counters.discarded[engine_module.INTERNAL_ERROR] == 1
+
+
+def test_unsent_counts_the_steps_still_waiting() -> None:
+    e = engine("INVITE->180,486/30s")
+    feed(e, request("INVITE", branch="z9hG4bK-a"), SRC, 0.0)
+    feed(e, request("INVITE", branch="z9hG4bK-b"), SRC, 0.0)
+    assert e.unsent() == 2
+    e.due(30.0)
+    assert e.unsent() == 0

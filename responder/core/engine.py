@@ -97,6 +97,11 @@ class Engine:
     def pending(self) -> int:
         return len(self.txns.pending)
 
+    def unsent(self) -> int:
+        """Steps (and repeats) still waiting in the pending table: what a stop now would
+        never send."""
+        return sum(len(entry.queue) for entry in self.txns.pending.values())
+
     def tables(self) -> dict[str, TableStat]:
         """Size, bound and evictions of every table the engine keeps (docs/faults.md)."""
         rate = self._gate.rate if self._gate is not None else None
