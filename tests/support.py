@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 SCRIPT = "sip-responder"
 STARTUP_TIMEOUT = 10.0
@@ -565,18 +565,18 @@ def build_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
 
 
-def options(**kw: object) -> bytes:
+def options(**kw: Any) -> bytes:
     return build_request("OPTIONS", **kw)
 
 
-def invite(**kw: object) -> bytes:
+def invite(**kw: Any) -> bytes:
     kw.setdefault("body", SDP)
     kw.setdefault("content_type", "application/sdp")
     kw.setdefault("headers", (("Contact", "<sip:tester@127.0.0.1>"),))
     return build_request("INVITE", **kw)
 
 
-def register(**kw: object) -> bytes:
+def register(**kw: Any) -> bytes:
     kw.setdefault("uri", "sip:127.0.0.1")
     kw.setdefault("to_uri", kw.get("from_uri", "sip:tester@127.0.0.1"))
     kw.setdefault("headers", (("Contact", "<sip:tester@127.0.0.1>"), ("Expires", "60")))
@@ -584,7 +584,7 @@ def register(**kw: object) -> bytes:
 
 
 def ack(*, call_id: str, branch: str, from_tag: str, to_tag: str | None, cseq: int = 1,
-        **kw: object) -> bytes:
+        **kw: Any) -> bytes:
     """ACK for a non-2xx final response (RFC 3261 §17.1.1.3): the INVITE's branch, CSeq
     number and the response's To tag."""
     return build_request(
@@ -593,7 +593,7 @@ def ack(*, call_id: str, branch: str, from_tag: str, to_tag: str | None, cseq: i
     )
 
 
-def cancel(*, call_id: str, branch: str, from_tag: str, cseq: int = 1, **kw: object) -> bytes:
+def cancel(*, call_id: str, branch: str, from_tag: str, cseq: int = 1, **kw: Any) -> bytes:
     """CANCEL (RFC 3261 §9.1): same Request-URI, Call-ID, From, To (no tag), CSeq number and
     top Via branch as the INVITE it cancels."""
     kw.pop("to_tag", None)
@@ -643,7 +643,7 @@ class SipClient:
         self.close()
 
     # -- building requests with this socket's address in the Via ----------------------
-    def request(self, method: str, **kw: object) -> bytes:
+    def request(self, method: str, **kw: Any) -> bytes:
         builders: dict[str, Callable[..., bytes]] = {
             "OPTIONS": options, "INVITE": invite, "REGISTER": register,
             "ACK": ack, "CANCEL": cancel,

@@ -1,9 +1,11 @@
-"""RFC 4475 / RFC 5118 torture messages against the running console script.
+"""RFC 4475 / RFC 5118 torture messages: in memory through the engine, and over UDP.
 
-Every message of tests/conformance (manifest.json, 61 messages) goes as one UDP
-datagram to one ``sip-responder`` with its built-in default rules; the expected outcome of
-each is a project decision written down in ``EXPECTED`` below. Test ids are the RFCs' own
-message names.
+Every message of tests/conformance (manifest.json, 61 messages) goes, as one datagram, into
+an :class:`~responder.core.engine.Engine` with the built-in default rules (in memory: no
+socket, no waiting; "no answer" is an empty list of effects, not a timeout), and a
+representative subset goes over a real UDP socket to the ``sip-responder`` console script
+(``test_message_over_udp``), so the two paths are seen to agree. The expected outcome of
+each message is a project decision written down below. Test ids are the RFCs' own names.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sip import sends
 from support import (
     Message,
     ResponderProcess,
@@ -23,11 +26,17 @@ from support import (
     norm,
     param_name_value,
     parse_message,
+    parse_response,
     split_params,
     statuses,
     tag_of,
     via_sent_by_host,
 )
+
+from responder.core.effects import Inbound
+from responder.core.engine import Engine
+from responder.rules.loader import build_ruleset
+from responder.sip.seeded import Seeded
 
 CORPUS = Path(__file__).resolve().parent / "conformance"  # in the repository: hermetic
 MANIFEST = CORPUS / "manifest.json"
@@ -132,14 +141,46 @@ def message_bytes(entry: dict[str, Any], *, archived: bool = False) -> bytes:
         path, digest = entry["wire_file"], entry["wire_sha256"]
     else:
         path, digest = entry["file"], entry["sha256"]
-    data = (CORPUS / path).read_bytes()
+    data: bytes = (CORPUS / path).read_bytes()
     assert hashlib.sha256(data).hexdigest() == digest, (
         f"{path}: SHA-256 differs from the manifest: a corrupted checkout or an edited file"
     )
     return data
 
 
-# ----------------------------------------------------------------- fixture
+# ----------------------------------------------------------------- clients
+
+
+class MemoryClient:
+    """The corpus client in memory: each datagram goes into one engine with the built-in
+    default rules (what ``sip-responder`` with no rules runs), from 127.0.0.1:``port``; its
+    responses are what the engine says to send back, due steps included. Absence is shown
+    by the engine's effects, not by waiting."""
+
+    port = 40_000
+    local = ("127.0.0.1", 5060)
+
+    def __init__(self) -> None:
+        self.engine = Engine(build_ruleset(None, []), Seeded(1))
+        self.now = 0.0
+
+    def exchange(self, *datagrams: bytes) -> list[Message]:
+        out: list[Message] = []
+        for data in datagrams:
+            self.now += 1.0
+            effects = self.engine.receive(
+                Inbound(data, ("127.0.0.1", self.port), self.local), self.now)
+            while (deadline := self.engine.next_deadline()) is not None:
+                effects += self.engine.due(deadline)
+            for send in sends(effects):
+                assert send.dest == ("127.0.0.1", self.port), send
+                out.append(parse_response(send.data))
+        return out
+
+
+@pytest.fixture
+def client() -> MemoryClient:
+    return MemoryClient()
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +190,17 @@ def server() -> Any:
 
 
 @pytest.fixture
-def client(server: ResponderProcess) -> Any:
+def udp_client(server: ResponderProcess) -> Any:
     assert server.alive, f"the server died; stderr:\n{server.stderr_text()}"
     with server.client() as c:
         yield c
+
+
+# Sent over UDP too: one of each outcome (answered per rules, fixed answer, 400, 416, 420,
+# 505, discarded response, multiple requests in one datagram, RFC 5118 IPv6 references).
+OVER_UDP = ("wsinv", "intmeth", "esc02", "insuf", "mismatch01", "unkscm", "bext01",
+            "badvers", "dblreq", "lwsstart", "unreason", "ipv6-good", "mult-ip-in-header",
+            "scalarlg")
 
 
 # ----------------------------------------------------------------- checks
@@ -293,17 +341,28 @@ def test_every_message_has_a_recorded_decision() -> None:
 
 
 @pytest.mark.parametrize("entry", _params())
-def test_message(entry: dict[str, Any], client: SipClient) -> None:
+def test_message(entry: dict[str, Any], client: MemoryClient) -> None:
     data = message_bytes(entry)
-    responses = client.exchange(data)
-    if entry["kind"] == "response":
-        check_answer(entry, parse_message(data), responses, client.port)
-        return
-    request = parse_message(data)
-    check_answer(entry, request, responses, client.port)
+    check_answer(entry, parse_message(data), client.exchange(data), client.port)
 
 
-def test_left_to_rules_answers(client: SipClient) -> None:
+@pytest.mark.parametrize("name", OVER_UDP)
+def test_message_over_udp(name: str, udp_client: SipClient) -> None:
+    """The console script over a real socket gives what the engine gave in memory."""
+    entry = named(name)
+    data = message_bytes(entry)
+    responses = udp_client.exchange(data)
+    check_answer(entry, parse_message(data), responses, udp_client.port)
+    in_memory = MemoryClient().exchange(data)
+    assert [(r.status, r.reason) for r in responses] == [
+        (r.status, r.reason) for r in in_memory]
+
+
+def test_over_udp_subset_names_real_messages() -> None:
+    assert set(OVER_UDP) <= set(BY_NAME), set(OVER_UDP) - set(BY_NAME)
+
+
+def test_left_to_rules_answers(client: MemoryClient) -> None:
     """invut and sdp01 (xfail above) get what the default rules give an INVITE."""
     for name in LEFT_TO_RULES:
         entry = named(name)
@@ -314,7 +373,7 @@ def test_left_to_rules_answers(client: SipClient) -> None:
             check_copied_headers(parse_message(data), response, client.port)
 
 
-def test_bad_request_reasons_are_given(client: SipClient) -> None:
+def test_bad_request_reasons_are_given(client: MemoryClient) -> None:
     """Every 400 carries a reason phrase (ideally naming the defect)."""
     phrases = {}
     for name in sorted(BAD_REQUEST | {"mismatch02", "unksm2"}):
@@ -329,7 +388,7 @@ def test_bad_request_reasons_are_given(client: SipClient) -> None:
     assert phrases["insuf"] != "Bad Request", "missing headers can be named"
 
 
-def test_unknown_method_501_has_allow(client: SipClient) -> None:
+def test_unknown_method_501_has_allow(client: MemoryClient) -> None:
     for name in ("intmeth", "esc02"):
         (response,) = client.exchange(message_bytes(named(name)))
         assert response.status == 501
@@ -338,20 +397,20 @@ def test_unknown_method_501_has_allow(client: SipClient) -> None:
         assert {"INVITE", "OPTIONS", "REGISTER"} <= allowed, allowed
 
 
-def test_bext01_lists_require_tags_only(client: SipClient) -> None:
+def test_bext01_lists_require_tags_only(client: MemoryClient) -> None:
     (response,) = client.exchange(message_bytes(named("bext01")))
     assert response.status == 420
     unsupported = {norm(v) for v in response.values("unsupported")}
     assert unsupported == {"nothingSupportsThis", "nothingSupportsThisEither"}, unsupported
 
 
-def test_dblreq_answers_only_the_register(client: SipClient) -> None:
+def test_dblreq_answers_only_the_register(client: MemoryClient) -> None:
     (response,) = client.exchange(message_bytes(named("dblreq")))
     assert response.status == 200
     assert norm(response.get("cseq") or "") == "8 REGISTER"
 
 
-def test_rfc5118_received_is_added(client: SipClient) -> None:
+def test_rfc5118_received_is_added(client: MemoryClient) -> None:
     for entry in MESSAGES:
         if entry["rfc"] != 5118 or entry["name"] == "ipv6-bad":
             continue
@@ -367,7 +426,7 @@ def test_rfc5118_received_is_added(client: SipClient) -> None:
 
 
 def test_lf_only_rfc5118_archive_is_answered_or_discarded(
-    server: ResponderProcess, client: SipClient
+    server: ResponderProcess, udp_client: SipClient
 ) -> None:
     """The RFC 5118 files as archived (LF line ends, two without the closing empty line):
     each gets a response to itself or nothing, and the server keeps serving."""
@@ -379,7 +438,7 @@ def test_lf_only_rfc5118_archive_is_answered_or_discarded(
         data = message_bytes(entry, archived=True)
         assert b"\r" not in data
         request = parse_message(data)
-        responses = client.exchange(data)
+        responses = udp_client.exchange(data)
         for response in responses:
             assert norm(response.get("call-id") or "") == norm(request.get("call-id") or "")
             assert norm(response.get("cseq") or "") == norm(request.get("cseq") or "")

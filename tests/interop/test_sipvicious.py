@@ -237,8 +237,9 @@ def test_parse_table_cuts_columns_at_the_border() -> None:
 
 def test_a_missing_tool_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
+    import shutil
 
-    monkeypatch.setattr(sv.shutil, "which", lambda *a, **k: None)
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
     monkeypatch.setattr(importlib.util, "find_spec", lambda *a, **k: None)
     with pytest.raises(sv.SipviciousMissing, match="pip install sipvicious"):
         sv.svmap("127.0.0.1", 5060)
