@@ -1,0 +1,192 @@
+"""Media (RTP) for answered calls, sans-I/O: which call a packet belongs to, what to send
+back, and the facts a test asks about (SPEC §8.3).
+
+One media socket per listen address serves every call, so nothing here is allocated per
+packet and a call costs one bounded table entry. The engine, when it answers an offer,
+calls :meth:`Media.expect` with where the caller said it sends from (the offer's ``c=`` and
+``m=`` port) and the call's mode; :meth:`Media.packet` is given every datagram that reaches
+the media socket and returns what to send back (the echo) or None.
+
+* A packet is matched to its call by its source address and port; the first packet from a
+  source the table does not know is matched by port to a call that expects it (the caller
+  may send from another address than its SDP names: NAT, a wildcard bind), and the source is
+  learnt.
+* ``echo``: the packet goes back to its SOURCE (symmetric RTP, RFC 4961 -- never to an
+  address taken from the SDP), its SSRC replaced by a keyed transform (XOR with a value
+  drawn from the seed), so the caller sees a stream that is not its own. RTCP (RFC 5761
+  packet types 200-204) is counted, not echoed. ``sink``: counted, nothing sent.
+* Facts per call: packets and bytes in and out, payload types seen, first and last arrival,
+  RTCP packets, and the RFC 4733 DTMF digits received (one per event, whatever the number
+  of packets that carry it).
+
+Bounded: at most ``limit`` calls (the oldest forgotten first), at most ``PT_LIMIT`` payload
+types and ``DIGITS_LIMIT`` digits per call; a packet that matches no call is counted and
+dropped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from responder.sip.addr import Addr
+
+ECHO, SINK, NONE = "echo", "sink", "none"
+MODES = (ECHO, SINK, NONE)
+MEDIA_CALLS_LIMIT = 10_000   # calls whose media facts are kept (oldest forgotten first)
+PT_LIMIT = 8                 # payload types remembered per call
+DIGITS_LIMIT = 64            # DTMF digits remembered per call
+SOURCES_LIMIT = 4            # source addresses learnt per call
+EVENTS = "0123456789*#ABCD"  # RFC 4733 §3.2: events 0-15 (16, flash, is shown as "!")
+MIN_RTP = 12                 # the fixed RTP header
+
+
+class Echo(NamedTuple):
+    """One packet to send back: what the socket's batched send takes (dest, data first)."""
+
+    dest: Addr
+    data: bytes
+
+
+@dataclass(slots=True)
+class CallMedia:
+    """What one call's media did; the journal and the pytest API read these."""
+
+    call_id: str
+    mode: str
+    expected: Addr | None          # where the SDP said the caller sends from
+    events_pt: int | None          # the telephone-event payload type we answered with
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    rtcp: int = 0
+    payload_types: list[int] = field(default_factory=list)
+    first: float | None = None
+    last: float | None = None
+    digits: str = ""
+    event_ts: int = -1             # RTP timestamp of the last DTMF event counted
+    sources: list[Addr] = field(default_factory=list)  # indexed for this call (bounded)
+
+    def facts(self) -> dict[str, object]:
+        return {"mode": self.mode, "packets_in": self.packets_in, "bytes_in": self.bytes_in,
+                "packets_out": self.packets_out, "bytes_out": self.bytes_out,
+                "rtcp": self.rtcp, "payload_types": list(self.payload_types),
+                "first": self.first, "last": self.last, "dtmf": self.digits}
+
+
+class Media:
+    """The media table of one engine (one per worker)."""
+
+    def __init__(self, ssrc_key: int, limit: int = MEDIA_CALLS_LIMIT) -> None:
+        self.key = (ssrc_key & 0xFFFFFFFF) or 0x5EED5EED  # never 0: the SSRC must change
+        self._key_bytes = self.key.to_bytes(4, "big")
+        self.limit = limit
+        self.calls: OrderedDict[str, CallMedia] = OrderedDict()
+        self._by_source: dict[Addr, CallMedia] = {}
+        self._by_port: dict[int, CallMedia] = {}
+        self.unmatched = 0
+        self.evicted = 0
+        self.packets = 0
+
+    def expect(self, call_id: str, target: Addr | None, mode: str,
+               events_pt: int | None) -> CallMedia:
+        """A call was answered (or re-answered: hold, resume): packets from ``target``
+        (or from its port, first) are this call's, handled per ``mode``."""
+        call = self.calls.get(call_id)
+        if call is None:
+            if len(self.calls) >= self.limit:
+                self._forget_oldest()
+            call = CallMedia(call_id, mode, target, events_pt)
+            self.calls[call_id] = call
+        else:
+            call.mode, call.events_pt = mode, events_pt
+            if target is not None and target != call.expected:
+                self._unindex(call)
+                call.expected = target
+        if target is not None:
+            self._learn(call, target)
+            self._by_port[target[1]] = call
+        return call
+
+    def _learn(self, call: CallMedia, source: Addr) -> None:
+        if source not in call.sources and len(call.sources) < SOURCES_LIMIT:
+            call.sources.append(source)
+            self._by_source[source] = call
+
+    def _unindex(self, call: CallMedia) -> None:
+        for source in call.sources:
+            if self._by_source.get(source) is call:
+                del self._by_source[source]
+        call.sources.clear()
+        if call.expected is not None and self._by_port.get(call.expected[1]) is call:
+            del self._by_port[call.expected[1]]
+
+    def _forget_oldest(self) -> None:
+        _, old = self.calls.popitem(last=False)
+        self._unindex(old)
+        self.evicted += 1
+
+    def facts(self, call_id: str) -> CallMedia | None:
+        return self.calls.get(call_id)
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self._by_source.clear()
+        self._by_port.clear()
+
+    def packet(self, data: bytes, source: Addr, now: float) -> Echo | None:
+        """One datagram at the media socket: the echo to send, or None."""
+        self.packets += 1
+        call = self._by_source.get(source)
+        if call is None:
+            call = self._by_port.get(source[1])
+            if call is None or len(data) < 8 or data[0] & 0xC0 != 0x80:
+                self.unmatched += 1
+                return None
+            self._learn(call, source)  # learnt: this source is this call's
+        size = len(data)
+        call.packets_in += 1
+        call.bytes_in += size
+        if call.first is None:
+            call.first = now
+        call.last = now
+        if size < 8 or data[0] & 0xC0 != 0x80:
+            return None  # not RTP: counted with the call, never echoed
+        pt = data[1] & 0x7F
+        if 72 <= pt <= 76:  # RFC 5761 §4: RTCP SR, RR, SDES, BYE, APP
+            call.rtcp += 1
+            return None
+        if size < MIN_RTP:
+            return None
+        if pt not in call.payload_types and len(call.payload_types) < PT_LIMIT:
+            call.payload_types.append(pt)
+        if pt == call.events_pt:
+            self._dtmf(call, data)
+        if call.mode != ECHO:
+            return None
+        call.packets_out += 1
+        call.bytes_out += size
+        k = self._key_bytes
+        ssrc = bytes((data[8] ^ k[0], data[9] ^ k[1], data[10] ^ k[2], data[11] ^ k[3]))
+        return Echo(source, data[:8] + ssrc + data[12:])
+
+    @staticmethod
+    def _dtmf(call: CallMedia, data: bytes) -> None:
+        """RFC 4733 §2.3: one digit per event, however many packets (and the three end
+        packets) carry it; an event is its RTP timestamp."""
+        cc = data[0] & 0x0F
+        start = MIN_RTP + 4 * cc
+        if len(data) < start + 4:
+            return
+        ts = int.from_bytes(data[4:8], "big")
+        if ts == call.event_ts or len(call.digits) >= DIGITS_LIMIT:
+            return
+        event = data[start]
+        call.event_ts = ts
+        call.digits += EVENTS[event] if event < len(EVENTS) else ("!" if event == 16 else "?")
+
+    def ssrc_of_echo(self, ssrc: int) -> int:
+        """The SSRC the echo of a packet with ``ssrc`` carries (for tests and docs)."""
+        return ssrc ^ self.key
