@@ -31,7 +31,9 @@
 #include <structmember.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -70,6 +72,13 @@ static const char *SLOT_NAMES[N_SLOTS] = {
 /* A CSeq number of up to this many digits is read here; responder.sip.parser.MAX_CSEQ must
  * allow every such number (else the Python parser answers 400 where this one does not). */
 #define CSEQ_DIGITS 9
+
+/* Per-message caps (responder.sip.parser, SPEC §10): a request with more header lines than
+ * this, or more Via values (Via lines plus their commas), is left to the Python parser,
+ * which owns the 513/400 past a cap. MAX_LINES_READ is the smaller of the header-line and
+ * distinct-name caps, so a request read here never needs either checked (ASSUMES). */
+#define MAX_LINES_READ 128
+#define MAX_VIA_VALUES 128
 
 static PyTypeObject *request_type;   /* responder.sip.message.Request */
 static PyTypeObject *topvia_type;    /* responder.sip.message.TopVia */
@@ -425,7 +434,9 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
     }
     if (head_end == NULL) Py_RETURN_NONE;
     Py_ssize_t hlen = head_end - d;
-    /* Printable ASCII and tabs, every CR followed by LF, every LF after a CR, no folding. */
+    /* Printable ASCII and tabs, every CR followed by LF, every LF after a CR, no folding;
+     * at most MAX_LINES_READ header lines (a CR in the head ends the request line or one). */
+    int crs = 0;
     for (Py_ssize_t i = 0; i < hlen; i++) {
         /* eight printable bytes at a time: none below 0x20, none at or above 0x7f */
         while (i + 8 <= hlen) {
@@ -440,6 +451,7 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
         if (c >= 0x20 && c < 0x7f) continue;
         if (c == '\t') continue;
         if (c == '\r' && d[i + 1] == '\n' && i + 2 < hlen && !is_ws(d[i + 2])) {
+            if (++crs > MAX_LINES_READ) Py_RETURN_NONE;
             i++;
             continue;
         }
@@ -466,7 +478,7 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
     PyObject *req = NULL, *result = NULL;
     span one[N_SLOTS];
     PyObject *one_obj[N_SLOTS];
-    int count[N_SLOTS];
+    int count[N_SLOTS], via_values = 0;
     memset(count, 0, sizeof count);
     memset(one_obj, 0, sizeof one_obj);
     if (lines == NULL || vias == NULL) goto done;
@@ -508,9 +520,14 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
             goto done;
         }
         Py_DECREF(line);
-        if (slot == S_VIA && PyList_Append(vias, value) < 0) {
-            Py_DECREF(value);
-            goto done;
+        if (slot == S_VIA) {
+            if (PyList_Append(vias, value) < 0) {
+                Py_DECREF(value);
+                goto done;
+            }
+            via_values++;
+            for (const char *q = v; (q = memchr(q, ',', (size_t)(vend - q))) != NULL; q++)
+                via_values++;
         }
         if (slot != S_OTHER && count[slot]++ == 0) {
             one[slot].p = v;
@@ -520,7 +537,7 @@ static PyObject *speedups_parse(PyObject *self, PyObject *arg) {
         Py_DECREF(value);
         s = e + 2;
     }
-    if (count[S_VIA] == 0 || count[S_FROM] != 1 || count[S_TO] != 1 ||
+    if (count[S_VIA] == 0 || via_values > MAX_VIA_VALUES || count[S_FROM] != 1 || count[S_TO] != 1 ||
         count[S_CALL_ID] != 1 || count[S_CSEQ] != 1 || count[S_LENGTH] > 1 ||
         one[S_CALL_ID].n == 0)
         goto fallback;
@@ -700,9 +717,21 @@ static PyObject *source_of(struct sockaddr_storage *ss) {
         port = host ? PyLong_FromLong(ntohs(sin->sin_port)) : NULL;
     } else if (ss->ss_family == AF_INET6) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-        char text[INET6_ADDRSTRLEN];
-        if (inet_ntop(AF_INET6, &sin6->sin6_addr, text, sizeof text) == NULL)
+        char text[INET6_ADDRSTRLEN + 1 + IF_NAMESIZE + 1];
+        if (inet_ntop(AF_INET6, &sin6->sin6_addr, text, INET6_ADDRSTRLEN) == NULL)
             return PyErr_SetFromErrno(PyExc_OSError);
+        if (sin6->sin6_scope_id != 0) {
+            /* A link-local source keeps its zone, as Python's recvfrom writes it
+             * ("fe80::1%eth0", the index when the link has no name): the reply must
+             * leave on that link (SPEC §4; dest_of reads it back). */
+            size_t at = strlen(text);
+            char name[IF_NAMESIZE];
+            text[at++] = '%';
+            if (if_indextoname(sin6->sin6_scope_id, name) != NULL)
+                snprintf(text + at, sizeof text - at, "%s", name);
+            else
+                snprintf(text + at, sizeof text - at, "%u", (unsigned)sin6->sin6_scope_id);
+        }
         host = PyUnicode_FromString(text);
         port = host ? PyLong_FromLong(ntohs(sin6->sin6_port)) : NULL;
     } else {
@@ -769,7 +798,32 @@ static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
 /* Destination addresses by host string object: responses go to the source a datagram
  * came from, whose host string recv_many made (and keeps in host_cache). */
 #define DESTS 64
-static struct { PyObject *host; int family; struct in6_addr addr; } dest_cache[DESTS];
+static struct {
+    PyObject *host;
+    int family;
+    struct in6_addr addr;
+    uint32_t scope;  /* IPv6: the zone of "fe80::1%eth0" (interface index), else 0 */
+} dest_cache[DESTS];
+
+/* "fe80::1%eth0" or "fe80::1%2": the address (in ``a``) and the zone's interface index;
+ * 0: not an address of ``family``, or a zone no interface has. */
+static int read_host(const char *text, int family, struct in6_addr *a, uint32_t *scope) {
+    const char *pct = strchr(text, '%');
+    *scope = 0;
+    if (pct == NULL) return inet_pton(family, text, a) == 1;
+    char addr[INET6_ADDRSTRLEN];
+    size_t n = (size_t)(pct - text);
+    if (family != AF_INET6 || n >= sizeof addr || pct[1] == '\0') return 0;
+    memcpy(addr, text, n);
+    addr[n] = '\0';
+    if (inet_pton(AF_INET6, addr, a) != 1) return 0;
+    char *end;
+    unsigned long index = strtoul(pct + 1, &end, 10);
+    if (*end != '\0' || pct[1] < '0' || pct[1] > '9' || index > UINT32_MAX)
+        index = if_nametoindex(pct + 1);
+    *scope = (uint32_t)index;
+    return index != 0;
+}
 
 static int dest_of(PyObject *dest, int family, struct sockaddr_storage *ss, socklen_t *len) {
     if (!PyTuple_Check(dest) || PyTuple_GET_SIZE(dest) < 2) return -1;
@@ -784,14 +838,16 @@ static int dest_of(PyObject *dest, int family, struct sockaddr_storage *ss, sock
     if (dest_cache[i].host != host || dest_cache[i].family != family) {
         const char *text = PyUnicode_AsUTF8(host);
         struct in6_addr a;
+        uint32_t scope;
         if (text == NULL) {
             PyErr_Clear();
             return -1;
         }
-        if (inet_pton(family, text, &a) != 1) return -1;
+        if (!read_host(text, family, &a, &scope)) return -1;
         Py_XSETREF(dest_cache[i].host, Py_NewRef(host));
         dest_cache[i].family = family;
         dest_cache[i].addr = a;
+        dest_cache[i].scope = scope;
     }
     memset(ss, 0, sizeof *ss);
     if (family == AF_INET) {
@@ -805,6 +861,7 @@ static int dest_of(PyObject *dest, int family, struct sockaddr_storage *ss, sock
         sin6->sin6_family = AF_INET6;
         sin6->sin6_port = htons((uint16_t)port);
         sin6->sin6_addr = dest_cache[i].addr;
+        sin6->sin6_scope_id = dest_cache[i].scope;
         *len = sizeof *sin6;
     }
     return 0;
@@ -1310,6 +1367,9 @@ static PyObject *make_assumes(void) {
         /* every CSeq of CSEQ_DIGITS digits is within MAX_CSEQ */
         {PyUnicode_FromString("largest CSeq read"), PyLong_FromLong(largest_cseq)},
         {PyUnicode_FromString("REGISTER To schemes"), Py_BuildValue("(ss)", "sip", "sips")},
+        /* caps: a request within these is within every per-message cap */
+        {PyUnicode_FromString("most header lines read"), PyLong_FromLong(MAX_LINES_READ)},
+        {PyUnicode_FromString("most Via values read"), PyLong_FromLong(MAX_VIA_VALUES)},
     };
     PyObject *tag_items[][2] = {
         {PyUnicode_FromString("digest size"), PyLong_FromLong(TAG_SIZE)},

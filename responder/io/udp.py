@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 
 from responder._accel import SPEEDUPS
 from responder.core.effects import UDP, Effect, Handoff, Inbound, Send
@@ -39,6 +39,25 @@ BATCH = 256  # datagrams per wake-up at most
 MAX_DATAGRAM = 65535
 
 
+def zoned(host: str, scope_id: int) -> str:
+    """``fe80::1%eth0``: a link-local source with its zone, the way the compiled
+    ``recv_many`` writes it (the interface's name, its index when it has none), and the way
+    ``sendto`` reads it back. SPEC §4: the reply leaves on the link the request came on."""
+    try:
+        return f"{host}%{socket.if_indextoname(scope_id)}"
+    except OSError:
+        return f"{host}%{scope_id}"
+
+
+@lru_cache(maxsize=256)
+def zone_sockaddr(host: str, port: int) -> tuple[str, int, int, int]:
+    """``("fe80::1%eth0", 5060)`` as the 4-tuple ``sendto`` needs: given a 2-tuple, Python
+    resolves the zone and then sets the scope id to 0, and the kernel picks a link."""
+    addr, _, zone = host.partition("%")
+    scope = int(zone) if zone.isascii() and zone.isdigit() else socket.if_nametoindex(zone)
+    return addr, port, 0, scope
+
+
 def recv_many(sock: socket.socket) -> list[tuple[bytes, Addr]]:
     """The pure-Python twin of the compiled ``recv_many``."""
     got: list[tuple[bytes, Addr]] = []
@@ -49,7 +68,10 @@ def recv_many(sock: socket.socket) -> list[tuple[bytes, Addr]]:
             break
         except OSError:
             continue  # e.g. ICMP port unreachable reported on this socket
-        got.append((data, source[:2]))
+        if len(source) == 4 and source[3]:  # IPv6 (host, port, flowinfo, scope_id)
+            got.append((data, (zoned(source[0], source[3]), source[1])))
+        else:
+            got.append((data, source[:2]))
     return got
 
 
@@ -60,8 +82,11 @@ def send_many(sock: socket.socket, effects: list[Effect]) -> int:
     for out in effects:
         if type(out) is not Send:
             continue
+        dest: tuple[str, int] | tuple[str, int, int, int] = out.dest
         try:
-            sock.sendto(out.data, out.dest)
+            if "%" in dest[0]:
+                dest = zone_sockaddr(*out.dest)
+            sock.sendto(out.data, dest)
         except OSError:
             failed += 1  # UDP: a full buffer or unreachable peer loses it
     return failed

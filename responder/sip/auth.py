@@ -126,8 +126,10 @@ def verify(
     if password is None or claimed_alg.upper() != cfg.algorithm.upper():
         return Verdict.WRONG
     expected = expected_response(cfg, req.method, password, found)
-    given = found.get("response", "").lower()
-    if expected is None or not hmac.compare_digest(expected, given):
+    # Compared as bytes: compare_digest refuses a str with non-ASCII characters (a TypeError
+    # for `response="é"`), and the client's text is whatever it sent.
+    given = found.get("response", "").lower().encode("utf-8", "surrogateescape")
+    if expected is None or not hmac.compare_digest(expected.encode("ascii"), given):
         return Verdict.WRONG
     nonce = found["nonce"]
     if not seeded.nonce_valid(nonce, source_host, now, float("inf")):

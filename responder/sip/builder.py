@@ -17,6 +17,7 @@ from responder.sip import codes
 from responder.sip.addr import Addr as Addr
 from responder.sip.auth import AuthConfig, challenge
 from responder.sip.message import Request
+from responder.sip.numbers import MAX_UINT32, number
 from responder.sip.seeded import Seeded
 from responder.sip.uri import name_addr, param, split_commas
 
@@ -136,9 +137,13 @@ def top_via(req: Request, source: Addr) -> str:
 
 def _register_contacts(req: Request) -> list[str]:
     """200 to REGISTER: the request's bindings with their expiry (RFC 3261 §10.3 step 8)."""
+    # RFC 3261 §20.19: 0 to 2**32-1 seconds, in ASCII digits; "Malformed values SHOULD be
+    # treated as equivalent to 3600" (so are values beyond 2**32-1: ``Expires: ²`` too).
     expires_header = req.header("expires")
-    default = int(expires_header) if expires_header and expires_header.isdigit() \
-        else DEFAULT_EXPIRES
+    default = DEFAULT_EXPIRES
+    if expires_header is not None:
+        n = number(expires_header, MAX_UINT32)
+        default = n if n is not None else DEFAULT_EXPIRES
     out = []
     for value in req.header_values("contact"):
         if value.strip(" \t") == "*":
@@ -149,7 +154,7 @@ def _register_contacts(req: Request) -> list[str]:
                 continue
             given = param(parsed[1], "expires")
             if given is not None:
-                if given.strip() != "0":
+                if number(given, MAX_UINT32) != 0:  # 0 (or 00): removed; else as written
                     out.append(c.strip(" \t"))
             elif default:
                 out.append(c.strip(" \t") + f";expires={default}")

@@ -24,12 +24,14 @@ from responder._accel import SPEEDUPS, adopt, assumptions, mismatch
 from responder.sip import errors
 from responder.sip.errors import Discard, Problem
 from responder.sip.message import COMPACT, Header, Request, TopVia
+from responder.sip.numbers import MAX_UINT32, number
 from responder.sip.uri import (
     _HAS_SCHEME,
     SIP_SCHEMES,
     SUPPORTED_SCHEMES,
     TOKEN,
     address_and_tag,
+    first_value,
     name_addr,
     params_well_formed,
     split_commas,
@@ -55,7 +57,17 @@ _VIA_LOOSE = re.compile(
     r"([^ \t;]+)()[ \t]*(;.*)?",
     re.DOTALL,
 )
-MAX_CSEQ = 2**32 - 1  # RFC 3261 §8.1.1.5
+MAX_CSEQ = MAX_UINT32  # RFC 3261 §8.1.1.5
+# Per-message caps (SPEC §10, docs/limits.md): far above what any real peer sends (the RFC
+# 4475 torture messages have at most 43 header lines and 34 Vias; Max-Forwards 70 bounds a
+# real path to 71 Vias), low enough that no datagram costs more than a millisecond or so.
+# Past one, the request is answered (513, or 400 naming the cap) without reading the rest.
+MAX_HEADER_LINES = 256    # physical lines after the request line (folded ones count): 513
+MAX_HEADER_NAMES = 128    # distinct header names (compact forms count as their long name)
+MAX_VIA_VALUES = 128      # Via values: Via lines plus the commas in them
+MAX_CONTACTS = 128        # Contact values of a REGISTER: Contact lines plus their commas
+MAX_REQUIRE_TAGS = 64     # option tags in Require: Require lines plus their commas
+TOO_MANY_LINES = Problem(513)
 # Headers the parser reads, by slot in parse()'s ``found``; every other line is only kept.
 _SLOTS = {"via": 1, "from": 2, "to": 3, "call-id": 4, "cseq": 5, "content-length": 6,
           "require": 7, "timestamp": 8}
@@ -74,18 +86,6 @@ def _header_key(name: str) -> tuple[str, str, int] | None:
         _KEYS.clear()
     known = _KEYS[name] = (key, stripped, _SLOTS.get(key, 0))
     return known
-
-
-def _number(digits: str, limit: int) -> int | None:
-    """A decimal number up to ``limit``, leading zeros allowed; None beyond (never a huge int)."""
-    if len(digits) < 10:
-        n = int(digits)
-        return n if n <= limit else None
-    significant = digits.lstrip("0") or "0"
-    if len(significant) > len(str(limit)):
-        return None
-    n = int(significant)
-    return n if n <= limit else None
 
 
 def parse(data: bytes) -> Request:
@@ -149,6 +149,9 @@ def parse_python(data: bytes) -> Request:
     if rest[:1] in (" ", "\t"):
         problem = problem or Problem(400, "Bad Header Syntax")  # continues nothing
         rest = rest.lstrip(" \t")
+    if rest.count("\n") >= MAX_HEADER_LINES:  # SPEC §10: the rest is not read
+        problem = problem or TOO_MANY_LINES
+        rest = rest[: _nth_line_end(rest, MAX_HEADER_LINES)]
     if "\n " in rest or "\n\t" in rest:
         rest = _FOLD.sub("", rest)
     lines: list[tuple[str, str, str]] = []
@@ -171,6 +174,13 @@ def parse_python(data: bytes) -> Request:
         if slot:
             found[slot].append(value)
     _, vias, froms, tos, call_ids, cseqs, lengths, requires, timestamps = found
+    if len(lines) > MAX_HEADER_NAMES and len({h[0] for h in lines}) > MAX_HEADER_NAMES:
+        problem = problem or Problem(400, "Too Many Header Names")
+    if len(vias) + sum(v.count(",") for v in vias) > MAX_VIA_VALUES:
+        problem = problem or Problem(400, "Too Many Via Values")
+    if requires and len(requires) + sum(v.count(",") for v in requires) > MAX_REQUIRE_TAGS:
+        problem = problem or Problem(400, "Too Many Require Tags")
+        requires = []
     require = [t for v in requires for t in (x.strip(" \t") for x in v.split(",")) if t]
     timestamp = timestamps[0] if timestamps else None
 
@@ -178,7 +188,7 @@ def parse_python(data: bytes) -> Request:
     if not vias:
         raise Discard(errors.NO_VIA)
     via0 = vias[0]
-    raw_top = split_commas(via0)[0] if "," in via0 else via0
+    raw_top = first_value(via0)
     top_value = raw_top.strip(" \t")
     # The rest of that line from the end of the first value: " , SIP/2.0/UDP ..." verbatim.
     via_rest = via0[len(top_value) :] if len(raw_top) < len(via0) else None
@@ -230,7 +240,7 @@ def parse_python(data: bytes) -> Request:
         problem = problem or Problem(400, "Bad Call-ID")  # callid = word ["@" word]
     if req.cseq is not None:
         cm = _CSEQ.fullmatch(req.cseq)
-        num = _number(cm.group(1), MAX_CSEQ) if cm else None
+        num = number(cm.group(1), MAX_CSEQ) if cm else None
         if cm is None or num is None:
             problem = problem or Problem(400, "Bad CSeq")  # RFC 4475 §3.1.2.11 scalar02
         else:
@@ -262,7 +272,7 @@ def parse_python(data: bytes) -> Request:
         else:
             body = body[:n]
     elif lengths:
-        numbers = {_number(v, len(data)) if _DIGITS.fullmatch(v) else -1 for v in lengths}
+        numbers = {number(v, len(data)) if _DIGITS.fullmatch(v) else -1 for v in lengths}
         if -1 in numbers:
             problem = problem or Problem(400, "Bad Content-Length")
         elif len(numbers) > 1:
@@ -297,9 +307,20 @@ def parse_python(data: bytes) -> Request:
     return req
 
 
+def _nth_line_end(text: str, n: int) -> int:
+    """Where the ``n``-th line of ``text`` ends (its ``n``-th newline; ``text`` has more)."""
+    end = -1
+    for _ in range(n):
+        end = text.index("\n", end + 1)
+    return end
+
+
 def _contact_problem(req: Request) -> Problem | None:
     """A REGISTER's Contact values must be addresses (RFC 4475 §3.1.2.15 regbadct)."""
-    for contact in req.header_values("contact"):
+    contacts = req.header_values("contact")
+    if len(contacts) + sum(c.count(",") for c in contacts) > MAX_CONTACTS:
+        return Problem(400, "Too Many Contacts")  # SPEC §10: not read any further
+    for contact in contacts:
         if contact == "*":
             continue
         for c in split_commas(contact):
@@ -329,8 +350,12 @@ def speedups_layout() -> dict[str, object]:
         "scheme first characters": "".join(c for c in chars if _HAS_SCHEME.match(c + ":")),
         "scheme characters": "".join(c for c in chars if _HAS_SCHEME.match(f"a{c}:")),
         # the C code reads CSeq numbers of up to 9 digits, all of them within MAX_CSEQ
-        "largest CSeq read": _number("9" * 9, MAX_CSEQ),
+        "largest CSeq read": number("9" * 9, MAX_CSEQ),
         "REGISTER To schemes": tuple(sorted(SIP_SCHEMES)),
+        # the C code reads no more header lines than both caps allow, and no more Via
+        # values than their cap: what it reads needs neither checked
+        "most header lines read": min(MAX_HEADER_LINES, MAX_HEADER_NAMES),
+        "most Via values read": MAX_VIA_VALUES,
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -19,6 +20,7 @@ from responder._accel import SPEEDUPS, adopt, assumptions, mismatch
 # The To tag: keyed BLAKE2b of "{call_id}\0{from_tag}\0{branch}", this many bytes, this
 # personalisation (written in responder/_accel/_speedups.c too: checked below).
 TAG_SIZE = 6
+_HEX = re.compile(r"[0-9a-f]+")  # a nonce's parts, as nonce() writes them
 TAG_PERSON = b"to-tag"
 
 TagState = Callable[[bytes], bytes]
@@ -125,10 +127,14 @@ class Seeded:
 
     def nonce_valid(self, nonce: str, source_host: str, now: float, lifetime: float) -> bool:
         """True when ``nonce`` was issued by :meth:`nonce` for this host within ``lifetime``."""
-        stamp_hex = nonce[:-24]
-        try:
-            stamp = int(stamp_hex, 16)
-        except ValueError:
+        # ASCII rules: exactly what nonce() writes (lower-case hex, no sign, no leading zero,
+        # at most 16 digits), so int() sees no Unicode digit and the MAC no other spelling.
+        stamp_hex, given = nonce[:-24], nonce[-24:]
+        if not (0 < len(stamp_hex) <= 16 and nonce.isascii()
+                and _HEX.fullmatch(stamp_hex) and _HEX.fullmatch(given)):
+            return False
+        stamp = int(stamp_hex, 16)
+        if f"{stamp:x}" != stamp_hex:
             return False
         mac = self._digest(b"nonce", f"{stamp:x}\x00{source_host}", 12).hex()
-        return hmac.compare_digest(mac, nonce[-24:]) and 0 <= now - stamp <= lifetime
+        return hmac.compare_digest(mac.encode(), given.encode()) and 0 <= now - stamp <= lifetime

@@ -27,33 +27,36 @@ SIP_SCHEMES = frozenset({"sip", "sips"})
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 
 
+# One comma-separated element: anything but a comma outside quotes and <>; a quoted string
+# (backslash escapes) or <...> (which may hold quoted strings) runs to its end, or to the
+# end of the value when it is not closed. Possessive: linear, whatever the input.
+_QUOTED = r'"(?:[^"\\]++|\\[\s\S])*+(?:"|\\?\Z)'
+_ELEMENT = re.compile(r'(?:[^",<]++|' + _QUOTED + r'|<(?:[^">]++|' + _QUOTED
+                      + r')*+(?:>|\Z))*+')
+_CLOSED_QUOTED = re.compile(r'"(?:[^"\\]++|\\[\s\S])*+"')  # a closed quoted-string
+
+
 def split_commas(value: str) -> list[str]:
     """Split a header value into its comma-separated values, minding quotes and <>."""
     if '"' not in value and "<" not in value:
         return value.split(",")
     out: list[str] = []
-    start = 0
-    in_quote = in_angle = False
-    i, n = 0, len(value)
-    while i < n:
-        c = value[i]
-        if in_quote:
-            if c == "\\":
-                i += 1
-            elif c == '"':
-                in_quote = False
-        elif c == '"':
-            in_quote = True
-        elif c == "<":
-            in_angle = True
-        elif c == ">":
-            in_angle = False
-        elif c == "," and not in_angle:
-            out.append(value[start:i])
-            start = i + 1
-        i += 1
-    out.append(value[start:])
-    return out
+    pos, n, match = 0, len(value), _ELEMENT.match
+    while True:
+        end = match(value, pos).end()  # type: ignore[union-attr]  # matches "" at least
+        out.append(value[pos:end])
+        if end >= n:
+            return out
+        pos = end + 1  # value[end] is a comma
+
+
+def first_value(value: str) -> str:
+    """The first of a header value's comma-separated values (``split_commas(value)[0]``)."""
+    if "," not in value:
+        return value
+    if '"' not in value and "<" not in value:
+        return value.partition(",")[0]
+    return value[: _ELEMENT.match(value).end()]  # type: ignore[union-attr]
 
 
 def _angle(text: str) -> tuple[str, str] | None:
@@ -91,18 +94,10 @@ def _name_addr(value: str) -> tuple[str, str] | None:
     if not v:
         return None
     if v[0] == '"':
-        i, n = 1, len(v)
-        while i < n:
-            c = v[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == '"':
-                break
-            i += 1
-        else:
+        q = _CLOSED_QUOTED.match(v)
+        if q is None:
             return None  # RFC 4475 §3.1.2.7 quotbal: unterminated quoted string
-        rest = v[i + 1 :].lstrip(" \t")
+        rest = v[q.end() :].lstrip(" \t")
         return _angle(rest) if rest[:1] == "<" else None
     lt = v.find("<")
     if lt >= 0:
@@ -152,25 +147,43 @@ def address_and_tag(value: str) -> tuple[str, str | None] | None:
     return uri, tag
 
 
+_PARAM_PATTERNS: dict[str, re.Pattern[bytes]] = {}
+
+
 def param(params: str, name: str) -> str | None:
-    """The value of parameter ``name`` (lower case) in ``;a=1;b``, "" if it has none."""
+    """The value of parameter ``name`` (lower case) in ``;a=1;b``, "" if it has none.
+
+    Names compare by ASCII case (a parameter name is a token); C-speed searches, however
+    many parameters there are.
+    """
     if not params:
         return None
-    for p in params.split(";"):
-        key, eq, val = p.partition("=")
-        if key.strip(" \t").lower() == name:
-            return val.strip(" \t") if eq else ""
-    return None
+    raw = params.encode("utf-8", "surrogateescape")
+    low = raw.lower()  # bytes: ASCII letters only, offsets kept
+    if name.encode() not in low:
+        return None
+    pattern = _PARAM_PATTERNS.get(name)
+    if pattern is None:  # a few names, all constants of this package
+        pattern = _PARAM_PATTERNS[name] = re.compile(
+            rb"(?:^|;)[ \t]*" + re.escape(name.encode()) + rb"[ \t]*(?:=([^;]*)|(?=;|\Z))")
+    m = pattern.search(low)
+    if m is None:
+        return None
+    if m.start(1) < 0:
+        return ""
+    return raw[m.start(1) : m.end(1)].decode("utf-8", "surrogateescape").strip(" \t")
 
 
 def params_well_formed(params: str) -> bool:
     """False for empty elements such as ``;;`` (RFC 4475 §3.1.2.1 badinv01)."""
     if not params:
         return True
-    parts = params.split(";")
-    if parts[0].strip(" \t"):
-        return False
-    return all(p.strip(" \t") and p.partition("=")[0].strip(" \t") for p in parts[1:])
+    # Whitespace never makes an element (or its name) non-empty: without it, an empty
+    # element is ";;" or a ";" last, an empty name ";=", and the first element must be empty.
+    bare = params.replace(" ", "").replace("\t", "")
+    if not bare:
+        return True
+    return bare[0] == ";" and bare[-1] != ";" and ";;" not in bare and ";=" not in bare
 
 
 class URIParts:
