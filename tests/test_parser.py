@@ -654,3 +654,23 @@ def test_leading_crlfs_and_extra_request_line_whitespace() -> None:
 def test_fold_before_first_header_is_bad_syntax() -> None:
     data = req().replace(b"SIP/2.0\r\nVia", b"SIP/2.0\r\n x\r\nVia", 1)
     assert parse(data).problem == Problem(400, "Bad Header Syntax")
+
+
+def test_a_parsed_request_is_frozen_whichever_parser_read_it() -> None:
+    """Issue 10: a Request is never patched after parsing (the engine, the journal and the
+    pending table may share one)."""
+    import dataclasses
+
+    from responder.sip.parser import parse, parse_python
+
+    data = (b"REGISTER sip:lab.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+            b"From: <sip:a@lab.example>;tag=1\r\nTo: <sip:a@lab.example>\r\nCall-ID: c1\r\n"
+            b"CSeq: 1 REGISTER\r\nContact: <sip:a@192.0.2.1>\r\nContent-Length: 0\r\n\r\n")
+    for req in (parse(data), parse_python(data)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            req.problem = None  # type: ignore[misc]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            req.method = "INVITE"  # type: ignore[misc]
+    bad = data.replace(b"Contact: <sip:a@192.0.2.1>", b"Contact: <sip:a@192.0.2.1")
+    for req in (parse(bad), parse_python(bad)):
+        assert req.problem is not None and req.problem.reason == "Bad Contact"

@@ -60,7 +60,7 @@ class Header(NamedTuple):
     value: str  # the value as written, folding removed, outer whitespace trimmed
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Request:
     method: str
     uri: str

@@ -97,9 +97,10 @@ def parse(data: bytes) -> Request:
     """
     if _fast_parse is not None:
         req = _fast_parse(data)
-        if req is not None:
-            if req.method == "REGISTER":
-                req.problem = _contact_problem(req)
+        # The Python parser owns every problem: a REGISTER whose Contacts are not
+        # addresses (rare) is read again by it; the Request is never patched.
+        if req is not None and (req.method != "REGISTER" or _contact_problem(
+                req.header_values("contact")) is None):
             return req
     return parse_python(data)
 
@@ -216,14 +217,12 @@ def parse_python(data: bytes) -> Request:
     top_via = TopVia(top_value, vm.group(4), port, branch or None, rport is not None,
                      rport == "", received is not None)
 
-    # Positional, in field order: measurably cheaper than keywords on this path.
-    req = Request(method, uri, version, lines, vias, top_via, via_rest,
-                  froms[0] if froms else None, tos[0] if tos else None,
-                  call_ids[0] if call_ids else None, cseqs[0] if cseqs else None)
-    if require:
-        req.require = tuple(require)
-    if timestamp is not None:
-        req.timestamp = timestamp
+    from_ = froms[0] if froms else None
+    to = tos[0] if tos else None
+    call_id = call_ids[0] if call_ids else None
+    cseq = cseqs[0] if cseqs else None
+    cseq_num = 0
+    from_uri = from_tag = to_uri = to_tag = target_user = uri_host = None
 
     # --- the four headers every request has (RFC 3261 §8.1.1) ----------------------
     if not (froms and tos and call_ids and cseqs) and problem is None:
@@ -236,29 +235,29 @@ def parse_python(data: bytes) -> Request:
                               ("CSeq", cseqs)) if len(v) > 1]
         problem = Problem(400, "Duplicate " + ", ".join(dup))  # RFC 4475 §3.1.2.17 multi01
 
-    if req.call_id is not None and not req.call_id:
+    if call_id is not None and not call_id:
         problem = problem or Problem(400, "Bad Call-ID")  # callid = word ["@" word]
-    if req.cseq is not None:
-        cm = _CSEQ.fullmatch(req.cseq)
+    if cseq is not None:
+        cm = _CSEQ.fullmatch(cseq)
         num = number(cm.group(1), MAX_CSEQ) if cm else None
         if cm is None or num is None:
             problem = problem or Problem(400, "Bad CSeq")  # RFC 4475 §3.1.2.11 scalar02
         else:
-            req.cseq_num = num
+            cseq_num = num
             if cm.group(2) != method:
                 problem = problem or Problem(400, "CSeq Method Mismatch")
-    if req.from_ is not None:
-        fa = address_and_tag(req.from_)
+    if from_ is not None:
+        fa = address_and_tag(from_)
         if fa is None:
             problem = problem or Problem(400, "Bad From")
         else:
-            req.from_uri, req.from_tag = fa
-    if req.to is not None:
-        ta = address_and_tag(req.to)
+            from_uri, from_tag = fa
+    if to is not None:
+        ta = address_and_tag(to)
         if ta is None:
             problem = problem or Problem(400, "Bad To")
         else:
-            req.to_uri, req.to_tag = ta
+            to_uri, to_tag = ta
             if method == "REGISTER" and ta[0].partition(":")[0].lower() not in SIP_SCHEMES:
                 # RFC 3261 §10.2: the To of a REGISTER is a SIP or SIPS AOR (RFC 4475 unksm2)
                 problem = problem or Problem(400, "To Is Not A SIP Address")
@@ -283,7 +282,6 @@ def parse_python(data: bytes) -> Request:
                 problem = problem or Problem(400, "Content-Length Larger Than Body")
             else:
                 body = body[:length]
-    req.body = body
 
     # --- Request-URI ----------------------------------------------------------------
     up = uri_parts(uri)
@@ -292,19 +290,25 @@ def parse_python(data: bytes) -> Request:
     else:
         if up.has_headers:
             problem = problem or Problem(400, "Headers Not Allowed In Request-URI")  # escruri
-        req.target_user = up.user if up.user is not None else req.to_user  # SPEC §3.3
-        req.uri_host = up.host
+        if up.user is not None:
+            target_user = up.user
+        elif to_uri is not None:  # SPEC §3.3: no user in the Request-URI: the To's
+            to_parts = uri_parts(to_uri)
+            target_user = to_parts.user if to_parts is not None else None
+        uri_host = up.host
         if up.scheme not in SUPPORTED_SCHEMES and problem is None:
             problem = Problem(416)
 
     if method == "REGISTER" and problem is None:
-        problem = _contact_problem(req)
+        problem = _contact_problem([v for k, _, v in lines if k == "contact"])
 
     if version != "SIP/2.0" and version.upper() != "SIP/2.0":
         # RFC 3261 §8.2.2: nothing else about a message of another version can be trusted.
         problem = Problem(505)
-    req.problem = problem
-    return req
+    # Positional, in field order (frozen: built once, never patched).
+    return Request(method, uri, version, lines, vias, top_via, via_rest, from_, to, call_id,
+                   cseq, cseq_num, from_tag, to_tag, target_user, from_uri, to_uri,
+                   tuple(require), timestamp, uri_host, body, problem)
 
 
 def _nth_line_end(text: str, n: int) -> int:
@@ -315,9 +319,8 @@ def _nth_line_end(text: str, n: int) -> int:
     return end
 
 
-def _contact_problem(req: Request) -> Problem | None:
+def _contact_problem(contacts: list[str]) -> Problem | None:
     """A REGISTER's Contact values must be addresses (RFC 4475 §3.1.2.15 regbadct)."""
-    contacts = req.header_values("contact")
     if len(contacts) + sum(c.count(",") for c in contacts) > MAX_CONTACTS:
         return Problem(400, "Too Many Contacts")  # SPEC §10: not read any further
     for contact in contacts:
