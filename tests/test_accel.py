@@ -71,7 +71,7 @@ def reconfigured(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch
         SPEEDUPS.configure(Request, TopVia, parser._KEYS, parser._header_key)
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class WiderRequest(Request):
     """Request with one more field, as a change to responder/sip/message.py might make it:
     the C code would leave it unset."""
@@ -79,7 +79,7 @@ class WiderRequest(Request):
     note: str | None = None
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class CheckedRequest(Request):
     def __post_init__(self) -> None:  # the C code makes Requests without __init__
         pass
