@@ -224,7 +224,7 @@ def answers(datagrams):
 WIDEN = """
 import dataclasses
 from responder.sip import message
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Request(message.Request):
     note: str | None = None
 message.Request = Request
