@@ -6,17 +6,33 @@ rotation, a file that cannot be opened), then :class:`ExchangeLog` in-process.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
+import select
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
-from support import ResponderProcess, invite, run_cli, statuses, unique
+import pytest
+from support import (
+    LISTENING,
+    ResponderProcess,
+    SipClient,
+    invite,
+    options,
+    responder_script,
+    run_cli,
+    statuses,
+    unique,
+)
 
 from responder.core.effects import Exchange
-from responder.ops.logs import ExchangeLog, json_line, text_line
+from responder.ops.logs import ExchangeLog, clean, json_line, text_line
 
 FIELDS = {"time", "source", "method", "uri", "call_id", "status", "reason", "rule", "delay",
           "retransmission", "repeat"}
@@ -179,3 +195,197 @@ def test_clock_is_local_time_to_the_millisecond_across_seconds() -> None:
         t = time.localtime(wall)
         assert _clock(wall) == (f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
                                 f"{int(wall * 1000) % 1000:03d}"), wall
+
+
+# --------------------------------------------------------------------------- hostile input
+# SPEC §10: the text log never writes a control character from a message raw; JSON escapes.
+
+# ESC sequences (clear screen, red), NUL, DEL, BEL, a byte that is not UTF-8 (0xff, put in
+# for MARK), a bidi override, a C1 CSI (U+009B) and a bare CR.
+HOSTILE_URI = "sip:\x1b[2J\x1b[31mred\x00\x7f\x07MARK\u202e\u009b\rx@127.0.0.1"
+ESCAPED_URI = r"sip:\x1b[2J\x1b[31mred\x00\x7f\x07\xff\u202e\x9b\x0dx@127.0.0.1"
+
+
+def hostile_options(client: SipClient) -> tuple[bytes, str]:
+    call_id = f"c\x1b]0;pwned\x07\x00\r{unique()}"
+    data = client.request("OPTIONS", uri=HOSTILE_URI, call_id=call_id)
+    return data.replace(b"MARK", b"\xff"), call_id
+
+
+def assert_clean_bytes(data: bytes) -> None:
+    """Valid UTF-8 with no control byte but the newline, and no DEL or C1 control."""
+    text = data.decode("utf-8")
+    bad = [c for c in text if (c < " " and c != "\n") or "\x7f" <= c <= "\x9f"]
+    assert not bad, bad
+
+
+def test_control_bytes_of_a_datagram_are_escaped_in_the_text_log(tmp_path: Path) -> None:
+    log = tmp_path / "exchanges.log"
+    with ResponderProcess("--log-file", str(log)) as server:
+        with server.client() as client:
+            data, _ = hostile_options(client)
+            client.send(data)
+            assert client.recv_response().status == 200
+        server.wait_for_stderr(r"-> 200 OK \[rule ok\]")
+        assert server.stop() == 0
+    raw = log.read_bytes()
+    assert_clean_bytes(raw)
+    assert f" OPTIONS {ESCAPED_URI} -> 200 OK [rule ok]\n" in raw.decode()
+    line = next(line for line in server.stderr_lines if " OPTIONS " in line)
+    assert line.endswith(f" OPTIONS {ESCAPED_URI} -> 200 OK [rule ok]"), line
+
+
+def test_control_bytes_of_a_datagram_are_escaped_in_the_json_log(tmp_path: Path) -> None:
+    log = tmp_path / "exchanges.jsonl"
+    with ResponderProcess("-q", "--log-format", "json", "--log-file", str(log)) as server:
+        with server.client() as client:
+            data, call_id = hostile_options(client)
+            client.send(data)
+            assert client.recv_response().status == 200
+        lines = wait_for_lines(log, 1)
+        assert server.stop() == 0
+    raw = log.read_bytes()
+    assert_clean_bytes(raw)
+    (record,) = [json.loads(line) for line in lines]
+    assert record["uri"] == HOSTILE_URI.replace("MARK", "\udcff")  # the same facts, exactly
+    assert record["call_id"] == call_id
+
+
+@pytest.mark.parametrize(("given", "written"), [
+    ("sip:1000@lab", "sip:1000@lab"),
+    ("sip:José@lab", "sip:José@lab"),               # printable non-ASCII stays
+    ("a\x1b[31mb", r"a\x1b[31mb"),
+    ("\x00\r\n\t\x7f", r"\x00\x0d\x0a\x09\x7f"),
+    ("\u0085\u009b", r"\x85\x9b"),                  # C1 controls
+    ("\udcff\udc80", r"\xff\x80"),                  # bytes that were not UTF-8
+    ("\u202e\u2028", r"\u202e\u2028"),              # bidi override, line separator
+    ("a\\x1b", r"a\x5cx1b"),                        # a backslash: every \x is an escape
+])
+def test_clean_escapes_what_is_not_printable(given: str, written: str) -> None:
+    assert clean(given) == written
+
+
+def test_note_lines_are_escaped_too() -> None:
+    stream = io.StringIO()
+    ExchangeLog(stream).note("PUT /rules refused: bad \x1b[2J\nline")
+    assert stream.getvalue() == "sip-responder: PUT /rules refused: bad \\x1b[2J\\x0aline\n"
+
+
+# --------------------------------------------------------------------------- blocking sinks
+# SPEC §10: a log sink that stops reading never stops answering; lines are dropped, counted.
+
+
+def _send_options(sock: socket.socket, server: tuple[str, int], total: int,
+                  burst: int = 50) -> int:
+    """``total`` OPTIONS in bursts of ``burst``, each burst's answers awaited: the answers."""
+    answered = 0
+    sock.settimeout(5.0)
+    for start in range(0, total, burst):
+        for i in range(start, min(total, start + burst)):
+            sock.sendto(options(call_id=f"nb-{i}", via_port=sock.getsockname()[1]), server)
+        for _ in range(min(burst, total - start)):
+            try:
+                sock.recvfrom(65535)
+            except TimeoutError:
+                return answered
+            answered += 1
+    return answered
+
+
+def test_stderr_nobody_reads_never_stops_answering() -> None:
+    total = 15_000
+    proc = subprocess.Popen([responder_script(), "--listen", "127.0.0.1:0"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    try:
+        found = None
+        while found is None:  # read up to the listening line, then stop reading
+            line = proc.stderr.readline().decode()
+            assert line, "exited before listening"
+            found = LISTENING.search(line)
+        server = (found.group("v4"), int(found.group("port")))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            # ~100 bytes a line: 15,000 lines are far more than the pipe (64 KiB) and the
+            # backlog (BACKLOG_BYTES, 1 MiB) hold
+            assert _send_options(sock, server, total) == total
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)  # now read: the backlog, then the stop line
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=5)
+    assert proc.returncode == 0
+    text = err.decode()
+    stop = re.search(rf"stopped: {total} datagrams received, {total} responses sent, .*, "
+                     r"(\d+) log lines dropped", text)
+    assert stop, text[-2000:]
+    dropped = int(stop.group(1))
+    written = len(re.findall(r" OPTIONS \S+ -> 200 OK \[rule ok\]\n", text))
+    assert dropped > 0 and written + dropped == total, (written, dropped)
+    assert "Traceback" not in text
+
+
+def test_a_fifo_log_file_with_no_reader_fails_the_start_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    result = run_cli("--listen", "127.0.0.1:0", "--log-file", str(fifo), timeout=10)
+    assert result.returncode == 1
+    assert f"cannot open the log file: [Errno 6] {fifo} is a FIFO with no reader" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_fifo_log_file_nobody_reads_never_stops_answering(tmp_path: Path) -> None:
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    try:
+        with ResponderProcess("-q", "--log-file", str(fifo)) as server:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                assert _send_options(sock, server.address, 15_000) == 15_000
+            server.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while server.alive and time.monotonic() < deadline:  # read now: no wait at close
+                if select.select([reader], [], [], 0.05)[0]:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(reader, 1 << 16)
+            assert server.stop() == 0
+    finally:
+        os.close(reader)
+    m = server.wait_for_stderr(r"stopped: 15000 datagrams received, .*, (\d+) log lines dropped")
+    assert int(m.group(1)) > 0
+
+
+def test_a_pipe_that_stops_reading_keeps_whole_lines_and_counts_the_rest() -> None:
+    """In-process: writes to a full pipe return at once; what gets through is whole lines."""
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w")
+    log = ExchangeLog(stream)
+    batch = [EXCHANGE._replace(uri=f"sip:{i}@lab") for i in range(64)]
+    try:
+        for _ in range(2000):  # ~13 MB of lines into a 64 KiB pipe: never blocks
+            log.write(batch)
+        dropped = log.dropped
+        assert dropped > 0
+        got = bytearray()
+        os.set_blocking(read_fd, False)
+        while True:  # the reader comes back: the backlog flows, whole lines only
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(read_fd, 1 << 16)
+                continue
+            log.flush()
+            if not log.backlog:
+                with contextlib.suppress(BlockingIOError):
+                    got += os.read(read_fd, 1 << 16)
+                break
+    finally:
+        log.close(0)
+        stream.close()
+        os.close(read_fd)
+    lines = got.decode().splitlines()
+    assert len(lines) + dropped == 2000 * 64
+    assert all(re.fullmatch(r"\S+ \[2001:db8::1\]:5062 INVITE sip:\d+@lab -> 486 Busy Here "
+                            r"\[rule busy-1000\] \(retransmission\)", line) for line in lines)

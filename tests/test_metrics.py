@@ -292,3 +292,16 @@ def test_responses_to_a_sip_request_arrive_over_udp_while_scraping() -> None:
                 assert value(scrape(url), "sip_responder_requests_total",
                              method="OPTIONS") == round_ + 1
         assert server.stop() == 0
+
+
+def test_log_lines_dropped_and_pending_overflow_are_exposed() -> None:
+    with ResponderProcess("--metrics", "127.0.0.1:0", "-q") as server:
+        found = scrape(metrics_url(server))
+        assert value(found, "sip_responder_log_lines_dropped_total") == 0
+        assert value(found, "sip_responder_pending_overflow_total") == 0
+        assert server.stop() == 0
+    engine = Engine(build_ruleset(None, []), Seeded(1))
+    exposition = Exposition(ResponderCollector(engine, ServerStats(), log_dropped=lambda: 12),
+                            process=False)
+    found = samples(exposition.render(None)[0].decode())
+    assert value(found, "sip_responder_log_lines_dropped_total") == 12

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import re
 import signal
+import socket
+import time
 from pathlib import Path
 
-from support import ResponderProcess, parse_response, unique
+from support import ResponderProcess, invite, parse_response, unique
+
+from responder.core.engine import Engine
+from responder.core.limits import Limits
+from responder.ops.logs import ExchangeLog
+from responder.ops.server import serve
+from responder.rules.loader import build_ruleset
+from responder.sip.seeded import Seeded
 
 
 def _status(server: ResponderProcess, method: str) -> int:
@@ -168,3 +180,54 @@ def test_reload_under_load_loses_no_request(tmp_path: Path) -> None:
     switch = min(n for n, s in statuses.items() if s == 202)
     assert all(s == 200 for n, s in statuses.items() if n < switch)
     assert all(s == 202 for n, s in statuses.items() if n >= switch)
+
+
+def test_sigterm_says_how_many_pending_steps_were_not_sent() -> None:
+    with ResponderProcess("--rule", "INVITE->180,486/30s", "-q") as server:
+        with server.client() as client:
+            for i in range(40):
+                client.send(client.request("INVITE", call_id=unique(f"p{i}")))
+            assert [client.recv_response().status for _ in range(40)] == [180] * 40
+        assert server.stop() == 0
+    server.wait_for_stderr(r"stopped: 40 datagrams received, 40 responses sent, 0 discarded, "
+                           r"40 pending steps not sent, 0 log lines dropped")
+
+
+def test_a_full_pending_table_is_summarised_not_logged_per_request() -> None:
+    """Limits(pending=2): the 3 INVITEs past the bound are refused; one line a second says
+    how many (in-process: the server on a real socket, its log in memory)."""
+
+    async def scenario() -> tuple[str, Engine]:
+        stream = io.StringIO()
+        engine = Engine(build_ruleset(None, ["INVITE->180,486/30s"]), Seeded(1),
+                        limits=Limits(pending=2))
+        stop = asyncio.Event()
+        bound: list[tuple[str, int]] = []
+        task = asyncio.ensure_future(serve(
+            [("127.0.0.1", 0)], engine, ExchangeLog(stream, quiet=True), stop=stop,
+            signals=False, ready=bound.extend))
+        deadline = time.monotonic() + 10
+        try:
+            while not bound:
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.01)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                for i in range(5):
+                    sock.sendto(invite(call_id=unique(f"full{i}")), bound[0])
+                while sum(map(int, re.findall(r"(\d+) requests refused",
+                                              stream.getvalue()))) < 3:
+                    assert time.monotonic() < deadline, stream.getvalue()
+                    await asyncio.sleep(0.05)  # polling the log with a deadline
+        finally:
+            stop.set()
+            await task
+        return stream.getvalue(), engine
+
+    text, engine = asyncio.run(scenario())
+    assert engine.counters.pending_overflow == 3 and engine.pending == 2
+    lines = [line for line in text.splitlines() if "pending table full" in line]
+    assert all(re.fullmatch(r"sip-responder: pending table full \(2 transactions\): \d+ "
+                            r"requests refused with 503 in the last 1s", line)
+               for line in lines), lines
+    assert "stopped: 5 datagrams received" in text and "2 pending steps not sent" in text

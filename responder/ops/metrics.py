@@ -64,16 +64,19 @@ def _name(short: str) -> str:
 class ResponderCollector(Collector):
     """Yields the responder's metric families from the engine, the stats and the transport.
 
-    ``send_errors``: a callable giving the transport's count of failed sends (optional).
+    ``send_errors``: a callable giving the transport's count of failed sends (optional);
+    ``log_dropped``: one giving the log lines a full sink did not take (optional).
     """
 
     def __init__(self, engine: Engine, stats: ServerStats,
                  send_errors: Callable[[], int] | None = None,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None,
+                 log_dropped: Callable[[], int] | None = None) -> None:
         self.engine = engine
         self.stats = stats
         self.send_errors = send_errors
         self.journal = journal
+        self.log_dropped = log_dropped
 
     def collect(self) -> Iterable[Metric]:
         engine, stats = self.engine, self.stats
@@ -114,8 +117,13 @@ class ResponderCollector(Collector):
                                 "Transactions with delayed steps still to send",
                                 value=engine.pending)
         yield CounterMetricFamily(_name("pending_overflow"),
-                                  "Delayed steps not kept because the pending table was full",
+                                  "Requests refused because the pending table was full",
                                   value=c.pending_overflow)
+        if self.log_dropped is not None:
+            yield CounterMetricFamily(
+                _name("log_lines_dropped"),
+                "Log lines not written because the log sink (stderr, --log-file) was full",
+                value=self.log_dropped())
         if self.send_errors is not None:
             yield CounterMetricFamily(_name("send_errors"), "Responses the socket refused",
                                       value=self.send_errors())

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import os
 import signal
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple, TextIO
@@ -91,7 +93,7 @@ async def serve(
             log.note(f"listening on {url('udp', local)}")
         if metrics is not None:
             collector = ResponderCollector(engine, stats, lambda: transport.send_errors,
-                                           journal)
+                                           journal, lambda: log.dropped)
             server = HttpServer(MetricsApp(Exposition(collector)))
             http.append(server)
             log.note(f"metrics on {url('http', await server.start(*metrics))}/metrics")
@@ -102,7 +104,7 @@ async def serve(
             log.note(f"admin on {url('http', await server.start(*admin.addr))}")
         if ready is not None:
             ready(bound)
-        summary = asyncio.ensure_future(summarise_discards(engine, log, summary_interval))
+        summary = asyncio.ensure_future(summarise(engine, log, summary_interval))
         try:
             await stop.wait()
         finally:
@@ -113,10 +115,18 @@ async def serve(
         for server in http:
             await server.close()
         transport.close()
+    log.note(stop_line(engine, log.dropped))
+
+
+def stop_line(engine: Engine, log_dropped: int) -> str:
+    """The closing summary: ``stopped: 52 datagrams received, 1 responses sent, 51 discarded,
+    0 pending steps not sent, 0 log lines dropped``. Pending steps die with the process:
+    the line says how many (SPEC §10), and how many log lines a full sink did not take."""
     c = engine.counters
     who = f"worker {engine.shard[0]} " if engine.shard else ""
-    log.note(f"{who}stopped: {c.received} datagrams received, {c.answered} responses sent, "
-             f"{sum(c.discarded.values())} discarded")
+    return (f"{who}stopped: {c.received} datagrams received, {c.answered} responses sent, "
+            f"{sum(c.discarded.values())} discarded, {engine.unsent()} pending steps not "
+            f"sent, {log_dropped} log lines dropped")
 
 
 def observer(engine: Engine, log: ExchangeLog, stats: ServerStats | None,
@@ -161,6 +171,7 @@ def serve_workers(
     make_engine: Callable[[int, int], Engine],
     log: ExchangeLog,
     serve_worker: Callable[[Engine, Worker], None],
+    restarts: RestartBudget | None = None,
 ) -> int:
     """``--workers N``: bind once, fork N processes that all read the same sockets.
 
@@ -168,9 +179,17 @@ def serve_workers(
     5-tuple spreads over the workers (SO_REUSEPORT would pin it to one). A
     request whose dialog needs state (delayed steps, CANCEL, fault injection) is
     handed by the worker that read it to the worker that owns its dialog (Call-ID and
-    From tag: Engine.owner). The parent
-    only passes signals on and waits; it exits 0 when every worker did.
+    From tag: Engine.owner).
+
+    The parent passes signals on and waits. A worker that dies on its own (a signal, a
+    non-zero status) is named in a line (index, PID, how it died) and started again with
+    a fresh engine on the same sockets and inbox (its pending steps are lost), at most
+    ``restarts`` (:data:`RESTART_LIMIT` in :data:`RESTART_WINDOW` seconds, over all
+    workers); past that the others are stopped and the parent exits 1. A worker that
+    exits 0 was told to stop and is not restarted; the parent exits 0 when every worker
+    did. Workers die with the parent (:func:`die_with_parent`).
     """
+    budget = restarts or RestartBudget()
     # Until the parent and each worker have their handlers, a signal waits (blocked) instead
     # of killing with its default action: "listening on" is printed before the fork.
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
@@ -184,23 +203,40 @@ def serve_workers(
             inbox.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         peer.setblocking(False)
     peers = [peer for _, peer in pairs]
-    pids: list[int] = []
-    for index in range(count):
+    parent = os.getpid()
+
+    def spawn(index: int) -> int:
+        """Fork worker ``index`` (signals blocked: the worker unblocks them in serve)."""
+        log.flush()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
-                serve_worker(make_engine(index, count), Worker(sockets, pairs[index][0], peers))
-                code = 0
+                log.forked()
+                if not die_with_parent(parent):
+                    log.note(f"worker {index}: the parent (pid {parent}) is gone, stopping")
+                    code = 0
+                else:
+                    serve_worker(make_engine(index, count),
+                                 Worker(sockets, pairs[index][0], peers))
+                    code = 0
             except KeyboardInterrupt:
                 code = 0
             finally:
+                log.close(CHILD_CLOSE_TIMEOUT)
                 sys.stderr.flush()
                 os._exit(code)
-        pids.append(pid)
+        log.note(f"worker {index} started (pid {pid})")
+        return pid
+
+    workers = {spawn(index): index for index in range(count)}  # pid -> index
+    stopping = False
 
     def pass_on(signum: int, _frame: object) -> None:
-        for pid in pids:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
+        for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
@@ -208,14 +244,74 @@ def serve_workers(
         signal.signal(sig, pass_on)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     status = 0
-    remaining = set(pids)
-    while remaining:
-        pid, code = os.wait()
-        remaining.discard(pid)
-        if code != 0 and remaining:
-            status = 1  # a worker died on its own: stop the others
+    while workers:
+        pid, raw = os.wait()
+        index = workers.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(raw)
+        if code == 0 or stopping:
+            continue
+        how = describe_exit(code)
+        if not budget.take(time.monotonic()):
+            log.note(f"worker {index} (pid {pid}) {how}; {budget.limit} restarts in the "
+                     f"last {budget.window:g}s already: stopping the other workers")
+            status = 1
             pass_on(signal.SIGTERM, None)
+            continue
+        log.note(f"worker {index} (pid {pid}) {how}; starting it again (its pending steps "
+                 f"are lost)")
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        try:
+            workers[spawn(index)] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     return status
+
+
+RESTART_LIMIT = 5       # worker restarts allowed ...
+RESTART_WINDOW = 60.0   # ... in any this many seconds, over all workers
+CHILD_CLOSE_TIMEOUT = 1.0  # seconds a stopping worker waits for a slow log sink
+PR_SET_PDEATHSIG = 1    # <linux/prctl.h>
+
+
+class RestartBudget:
+    """At most ``limit`` restarts in any ``window`` seconds (times are inputs)."""
+
+    def __init__(self, limit: int = RESTART_LIMIT, window: float = RESTART_WINDOW) -> None:
+        self.limit = limit
+        self.window = window
+        self.times: list[float] = []
+
+    def take(self, now: float) -> bool:
+        self.times = [t for t in self.times if t > now - self.window]
+        if len(self.times) >= self.limit:
+            return False
+        self.times.append(now)
+        return True
+
+
+def describe_exit(code: int) -> str:
+    """``was killed by signal 9 (SIGKILL)`` or ``exited with status 1``
+    (``code`` as :func:`os.waitstatus_to_exitcode` gives it)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with status {code}"
+
+
+def die_with_parent(parent: int) -> bool:
+    """In a worker: ask Linux for SIGTERM when the parent dies (``PR_SET_PDEATHSIG``), so
+    a parent killed with SIGKILL leaves no worker holding the port. False when the parent
+    is already gone (it died before the request took effect)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    return os.getppid() == parent
 
 
 def discard_summary(delta: Counter[str], interval: float) -> str:
@@ -224,27 +320,59 @@ def discard_summary(delta: Counter[str], interval: float) -> str:
     return f"discarded {sum(delta.values())} datagrams in the last {interval:g}s: {counts}"
 
 
-async def summarise_discards(engine: Engine, log: ExchangeLog, interval: float) -> None:
-    """SPEC §7: floods of bad input are summarised, one line per interval, never per datagram."""
+def overflow_summary(refused: int, interval: float, limit: int) -> str:
+    """``pending table full (100000 transactions): 37 requests refused with 503 in the
+    last 1s``"""
+    return (f"pending table full ({limit} transactions): {refused} requests refused with "
+            f"503 in the last {interval:g}s")
+
+
+async def summarise(engine: Engine, log: ExchangeLog, interval: float,
+                    tick: float = 1.0) -> None:
+    """SPEC §7: floods are summarised, never logged per datagram. Every ``tick``: send
+    what the log's sinks held back and, when the full pending table refused requests,
+    one line saying how many; every ``interval``: the discards."""
+    loop = asyncio.get_running_loop()
     last: Counter[str] = Counter()
+    overflow = engine.counters.pending_overflow
+    tick = min(tick, interval)
+    next_discards = loop.time() + interval
     while True:
-        await asyncio.sleep(interval)
-        now = Counter(engine.counters.discarded)
-        delta = now - last
-        if delta:
-            log.note(discard_summary(delta, interval))
-        last = now
+        await asyncio.sleep(tick)
+        log.flush()
+        refused = engine.counters.pending_overflow - overflow
+        if refused:
+            overflow += refused
+            log.note(overflow_summary(refused, tick, engine.limits.pending))
+        if loop.time() >= next_discards - tick / 2:
+            next_discards += interval
+            now = Counter(engine.counters.discarded)
+            delta = now - last
+            if delta:
+                log.note(discard_summary(delta, interval))
+            last = now
 
 
-def run(coro_factory: Callable[[], object], stream: TextIO = sys.stderr) -> None:
-    """Run the server coroutine on uvloop where installed, else asyncio's loop.
+# Collector thresholds while serving (scripts/bench_gc.py measures them; docs/limits.md).
+GC_THRESHOLDS = (700, 10, 10_000)
 
-    What exists at start (modules, rules, caches) is moved out of the garbage
-    collector's reach first (``gc.freeze``): a collection, should one run while serving,
-    walks only objects made since.
+
+def tune_gc(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """Keep collection pauses off the answering path (issue 11, item 7).
+
+    What exists at start (modules, rules, caches) is moved out of the collector's reach
+    (``gc.freeze``); the thresholds make young collections rarer and full ones rarer still
+    (each full one walks every tracked object: a filled pending table's, too).
     """
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*thresholds)
+
+
+def run(coro_factory: Callable[[], object], stream: TextIO = sys.stderr) -> None:
+    """Run the server coroutine on uvloop where installed, else asyncio's loop, with the
+    collector tuned first (:func:`tune_gc`)."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:
