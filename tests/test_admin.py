@@ -558,3 +558,97 @@ def test_idle_and_slow_connections_are_closed(monkeypatch: pytest.MonkeyPatch) -
             await server.close()
 
     asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- issue 11 (item 8)
+
+
+def test_a_token_that_is_not_utf8_is_compared_as_bytes() -> None:
+    """``--admin-token`` with a byte that is not UTF-8 (it reaches Python as a surrogate
+    escape): the right bytes get in, anything else gets 401; never a 500 or a traceback."""
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q",
+                          "--admin-token", "s\udcffcret") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        for token, status in ((b"s\xffcret", 200), (b"wrong", 401), (b"\xc3\xa9", 401),
+                              (b"s\xc3\xbfcret", 401)):
+            got = raw_http(base, b"GET /rules HTTP/1.1\r\nHost: x\r\n"
+                                 b"Authorization: Bearer " + token + b"\r\n\r\n")
+            assert got.status == status, (token, got.data[:300])
+        stop_quietly(server)
+
+
+@pytest.mark.parametrize("where", ["uri", "call-id"])
+def test_journal_lists_a_request_with_bytes_that_are_not_utf8(where: str) -> None:
+    """A datagram with ``\\xff`` in its Request-URI or Call-ID: GET /journal is 200 (it was
+    500) and shows the byte as ``\\xff``."""
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        with server.client() as client:
+            call_id = unique("xff")
+            data = client.request("OPTIONS", call_id=call_id)
+            if where == "uri":
+                data = data.replace(b"OPTIONS sip:", b"OPTIONS sip:\xff", 1)
+            else:
+                data = data.replace(call_id.encode(), call_id.encode() + b"\xff\xfe")
+            client.send(data)
+            assert client.recv_all_until(client.send_sentinel()) != []
+        got = call("GET", base + "/journal")
+        assert got.status == 200, got.text
+        entries = got.json()["entries"]
+        assert isinstance(entries, list)
+        mine = [e for e in entries if call_id in (e["call_id"] or "")]
+        assert len(mine) == 1 and mine[0]["statuses"] == [200], entries
+        field = mine[0]["uri"] if where == "uri" else mine[0]["call_id"]
+        assert "\\xff" in field, field
+        stop_quietly(server)
+
+
+def test_put_rules_over_the_rule_count_gets_400_with_the_line() -> None:
+    from responder.rules.model import MAX_RULES
+
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q", "--rule", "OPTIONS->295") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        got = put_rules(base, "INVITE@u->486\n" * (MAX_RULES + 1), "text/plain")
+        assert got.status == 400, got.text
+        assert got.text.startswith(f"<admin>:{MAX_RULES + 1}:1: 'INVITE@u->486': more than "
+                                   f"{MAX_RULES} rules"), got.text
+        assert sip_status(server, "OPTIONS") == 295  # the old rules stay
+        stop_quietly(server)
+
+
+def test_sip_is_answered_while_a_large_put_rules_is_built() -> None:
+    """A PUT /rules of nearly 1 MiB (MAX_RULES - 2 one-line rules with patterns) is read
+    and built in a worker thread: OPTIONS sent one after another while it is in progress
+    are each answered within 0.5 s (the build took the loop for seconds before), and the
+    new rules are in force once the PUT has answered."""
+    import threading
+
+    from responder.rules.model import MAX_RULES
+
+    lines = [f"INVITE@re:^lab-user-{i:05d}-[0-9]+x$->486;reason=Busy Lab User Number {i:05d}"
+             for i in range(MAX_RULES - 3)]
+    body = "\n".join(lines) + "\nOPTIONS->294\n"
+    assert 700_000 < len(body) < ops_http.MAX_BODY
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        result: list[Answer] = []
+        put = threading.Thread(target=lambda: result.append(
+            call("PUT", base + "/rules", body, {"Content-Type": "text/plain"})))
+        slowest, during = 0.0, 0
+        with server.client(timeout=0.5) as client:
+            put.start()
+            while put.is_alive():
+                began = time.monotonic()
+                call_id = unique("during")
+                client.send(client.request("OPTIONS", call_id=call_id))
+                response = client.recv_response(0.5)
+                assert response.status in (200, 294)  # before or after the swap
+                assert call_id in (response.get("call-id") or "")
+                slowest = max(slowest, time.monotonic() - began)
+                during += put.is_alive()
+            put.join(10)
+        assert result and result[0].status == 200, result and result[0].text
+        assert during >= 3, during  # the PUT was in progress for several of them
+        assert slowest < 0.5
+        assert sip_status(server, "OPTIONS") == 294
+        stop_quietly(server)

@@ -147,6 +147,32 @@ def test_listen_on_ipv4_and_ipv6() -> None:
         assert server.stop() == 0
 
 
+EXPOSED = "is not a loopback address and neither --rate-limit nor --allow is given"
+
+
+@pytest.mark.parametrize(("listen", "flags", "warned"), [
+    ("0.0.0.0:0", (), True),
+    ("0.0.0.0:0", ("--rate-limit", "100/s"), False),
+    ("0.0.0.0:0", ("--allow", "127.0.0.0/8"), False),
+    ("127.0.0.1:0", (), False),
+])
+def test_a_listen_address_open_to_the_network_is_warned_about(
+        listen: str, flags: tuple[str, ...], warned: bool) -> None:
+    """SPEC §10 (amplification): listening beyond loopback with neither --rate-limit nor
+    --allow prints a warning line through the same log as "listening on" (nothing is
+    sent anywhere: the server only binds, then stops)."""
+    with ResponderProcess("-q", *flags, listen=[listen]) as server:
+        assert server.stop() == 0
+    lines = [line for line in server.stderr_lines if EXPOSED in line]
+    if not warned:
+        assert lines == [], server.stderr_text()
+        return
+    assert len(lines) == 1, server.stderr_text()
+    assert lines[0].startswith("sip-responder: warning: 0.0.0.0 is not a loopback address")
+    assert "listening on" not in lines[0]  # a script waiting for that line is not fooled
+    assert "README, Amplification" in lines[0]
+
+
 def test_listen_accepts_the_udp_prefix() -> None:
     with ResponderProcess(listen=["udp:127.0.0.1:0"]) as server, server.client() as client:
         (response,) = client.exchange(client.request("OPTIONS"))

@@ -205,9 +205,24 @@ def check_operations(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--journal-size must be from 1 to {JOURNAL_MAX}")
 
 
+def exposure_warning(listen: Sequence[Addr], args: argparse.Namespace) -> str | None:
+    """SPEC §10: the line that says a responder is open to forged sources (README
+    "Amplification"), or None. It must not contain "listening on" (scripts wait for that)."""
+    exposed = [host for host, _ in listen if not is_loopback(host)]
+    if not exposed or args.rate_limit is not None or args.allow:
+        return None
+    return (f"warning: {', '.join(dict.fromkeys(exposed))} is not a loopback address and "
+            "neither --rate-limit nor --allow is given: any host, or a forged source, can "
+            "make this responder send several datagrams and many times the bytes of each "
+            "request it sends (README, Amplification)")
+
+
 def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeLog) -> int:
     log.note(f"seed {seed}")
     listen = args.listen or [("127.0.0.1", 5060)]
+    warning = exposure_warning(listen, args)
+    if warning is not None:
+        log.note(warning)
     summary_interval = 1.0 if args.verbose else 10.0
 
     def reload() -> RuleSet:

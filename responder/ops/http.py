@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import parse_qs
@@ -28,9 +29,9 @@ from responder.core.engine import Engine
 from responder.core.journal import Journal, JournalEntry
 from responder.ops.metrics import Exposition
 from responder.ops.reload import Reloads, swap_rules
-from responder.rules.loader import build_ruleset, dump, load_text
+from responder.rules.loader import dump, load_rules_text
 from responder.rules.model import RuleError, RuleSet
-from responder.rules.oneline import glob, parse_rule
+from responder.rules.oneline import glob
 from responder.sip.addr import Addr, hostport
 
 if TYPE_CHECKING:
@@ -98,15 +99,25 @@ def text(status: int, message: str, **kw: Any) -> HttpResponse:
 
 
 def json_response(status: int, value: object) -> HttpResponse:
-    return HttpResponse(status, (json.dumps(value, ensure_ascii=False) + "\n").encode(), JSON)
+    # backslashreplace: a lone surrogate (a byte that was not UTF-8) never fails the answer
+    body = (json.dumps(value, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
+    return HttpResponse(status, body, JSON)
+
+
+def shown(value: str | None) -> str | None:
+    """Text from a message as JSON can carry it: bytes that were not UTF-8 (kept as
+    surrogate escapes by the parser) are written ``\\xNN``, like the text log does."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class App(Protocol):
     def check(self, req: HttpRequest) -> HttpResponse | None:
         """Before the body is read: an answer now (401, 404, 405 ...) or None to go on."""
 
-    def handle(self, req: HttpRequest) -> HttpResponse:
-        """The answer to a whole request (body read)."""
+    def handle(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        """The answer to a whole request (body read), or an awaitable of it."""
 
 
 def _allowed(req: HttpRequest, routes: Routes) -> HttpResponse | None:
@@ -225,7 +236,8 @@ class HttpServer:
             reason = " ".join(str(exc).split()).removeprefix("400, message: ")
             return _response(text(400, f"the body cannot be read: {reason}"), True)
         try:
-            resp = self.app.handle(_request(request, body))
+            answer = self.app.handle(_request(request, body))
+            resp = await answer if inspect.isawaitable(answer) else answer
         except Exception as exc:  # a bug in a handler must not take the server down
             resp = _crash(exc)
         return _response(resp)
@@ -262,34 +274,6 @@ class AdminOptions(NamedTuple):
     rules_file: str | None = None
 
 
-def looks_like_oneline(body: str, content_type: str) -> bool:
-    """A ``PUT /rules`` body is one-line rules (not YAML) when its Content-Type is
-    ``text/plain`` and every line that is not blank or a ``#`` comment holds ``->``
-    (at least one such line). A YAML rules file always has a key line without ``->``."""
-    if content_type.split(";")[0].strip().lower() != "text/plain":
-        return False
-    lines = [s for line in body.splitlines() if (s := line.strip()) and not s.startswith("#")]
-    return bool(lines) and all("->" in line for line in lines)
-
-
-def parse_oneline_body(body: str, rules_file: str | None) -> RuleSet:
-    """One-line rules, one per line, in front of ``rules_file`` (or the built-in rules):
-    what ``sip-responder [--rules FILE] --rule LINE1 --rule LINE2 ...`` would load."""
-    specs = []
-    for number, line in enumerate(body.splitlines(), 1):
-        spec = line.strip()
-        if not spec or spec.startswith("#"):
-            continue
-        try:
-            parse_rule(spec)
-        except RuleError as exc:
-            message = str(exc).removeprefix("--rule ")
-            column = len(line) - len(line.lstrip()) + 1
-            raise RuleError(f"{ADMIN_NAME}:{number}:{column}: {message}") from None
-        specs.append(spec)
-    return build_ruleset(rules_file, specs)
-
-
 @dataclass
 class AdminApp:
     """The admin API on the engine's loop. ``clock``: the loop's clock (the journal's)."""
@@ -300,18 +284,23 @@ class AdminApp:
     clock: Callable[[], float]
     note: Callable[[str], None] = field(default=lambda _message: None)
     journal: Journal | None = None  # GET/DELETE /journal (None: 404)
+    # One PUT /rules at a time: rule sets are installed in the order they were sent.
+    _putting: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def check(self, req: HttpRequest) -> HttpResponse | None:
         token = self.options.token
         if token is not None:
             scheme, _, given = req.headers.get("authorization", "").partition(" ")
+            # Bytes compared as bytes: a header or token that is not UTF-8 (surrogate
+            # escapes) is a wrong token, not an encoding error.
             if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    given.strip().encode(), token.encode()):
+                    given.strip().encode("utf-8", "surrogateescape"),
+                    token.encode("utf-8", "surrogateescape")):
                 return text(401, "this admin API needs Authorization: Bearer TOKEN",
                             headers=(("WWW-Authenticate", 'Bearer realm="sip-responder"'),))
         return _allowed(req, ADMIN_ROUTES)
 
-    def handle(self, req: HttpRequest) -> HttpResponse:
+    def handle(self, req: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if req.path == "/rules":
             return self.put_rules(req) if req.method == "PUT" else self.get_rules()
         if req.method == "DELETE":
@@ -322,23 +311,34 @@ class AdminApp:
     def get_rules(self) -> HttpResponse:
         return HttpResponse(200, dump(self.engine.ruleset).encode(), YAML)
 
-    def put_rules(self, req: HttpRequest) -> HttpResponse:
-        try:
-            body = req.body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return text(400, f"{ADMIN_NAME}:1:1: the body is not UTF-8: {exc}")
+    async def put_rules(self, req: HttpRequest) -> HttpResponse:
+        """Read and build the rules in a worker thread (up to MAX_BODY of text, MAX_RULES
+        rules: about a second), so the loop goes on answering SIP; install them on the loop."""
         content_type = req.headers.get("content-type", "")
-        if looks_like_oneline(body, content_type):
-            def build() -> RuleSet:
-                return parse_oneline_body(body, self.options.rules_file)
-        else:
-            def build() -> RuleSet:
-                return load_text(body, ADMIN_NAME)
-        try:
-            ruleset = swap_rules(self.engine, self.reloads, build, "admin")
-        except RuleError as exc:
-            self.note(f"PUT /rules refused, the old rules stay in force: {exc}")
-            return text(400, str(exc))
+
+        def build() -> RuleSet | RuleError:
+            try:
+                body = req.body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return RuleError(f"{ADMIN_NAME}:1:1: the body is not UTF-8: {exc}")
+            try:
+                return load_rules_text(body, ADMIN_NAME, self.options.rules_file,
+                                       content_type)
+            except RuleError as exc:
+                return exc
+
+        def built() -> RuleSet:
+            if isinstance(outcome, RuleError):
+                raise outcome
+            return outcome
+
+        async with self._putting:
+            outcome = await asyncio.to_thread(build)
+            try:
+                ruleset = swap_rules(self.engine, self.reloads, built, "admin")
+            except RuleError as exc:
+                self.note(f"PUT /rules refused, the old rules stay in force: {exc}")
+                return text(400, str(exc))
         self.note(f"rules replaced by PUT /rules (version {self.reloads.version})")
         return json_response(200, {"version": self.reloads.version, "rules": len(ruleset.rules),
                                    "warnings": list(ruleset.warnings)})
@@ -399,10 +399,10 @@ def _entry_json(e: JournalEntry, offset: float) -> dict[str, object]:
     return {
         "time": round(e.time + offset, 3),
         "source": hostport(e.source),
-        "method": r.method if r else None,
-        "uri": r.uri if r else None,
-        "call_id": r.call_id if r else None,
-        "user": r.target_user if r else None,
+        "method": shown(r.method) if r else None,
+        "uri": shown(r.uri) if r else None,
+        "call_id": shown(r.call_id) if r else None,
+        "user": shown(r.target_user) if r else None,
         "rule": e.rule,
         "statuses": e.statuses,
         "discard": e.discard,

@@ -20,8 +20,6 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from responder.rules.model import (
-    FAULTS,
-    REPEAT_MAX,
     Identity,
     IPNetwork,
     Match,
@@ -31,9 +29,19 @@ from responder.rules.model import (
     RuleError,
     RuleSet,
     Step,
+    Where,
     validate_reply,
+    validate_rule,
 )
-from responder.rules.oneline import format_delay, glob, parse_code, parse_delay, parse_rule
+from responder.rules.oneline import (
+    format_delay,
+    glob,
+    is_oneline,
+    parse_code,
+    parse_delay,
+    parse_lines,
+    parse_rule,
+)
 from responder.sip.auth import ALGORITHMS, AuthConfig
 from responder.sip.uri import TOKEN
 
@@ -107,17 +115,12 @@ class _Walker:
             raise self.error(node, f"bad delay {value!r}: e.g. 250ms, 2s, 1.5s")
         return parsed
 
-    def whole(self, node: Node, what: str, low: int, high: int | None = None) -> int:
+    def integer(self, node: Node, what: str) -> int:
+        """A whole number (its range is the model's to judge)."""
         value = self.scalar(node)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-                high is not None and value > high):
-            upto = f" to {high}" if high is not None else " or more"
-            raise self.error(node, f"{what} must be a whole number from {low}{upto}, "
-                                   f"not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(node, f"{what} must be a whole number, not {value!r}")
         return value
-
-    def repeat(self, node: Node) -> int:
-        return self.whole(node, "repeat", 1, REPEAT_MAX)
 
     def faults(self, m: dict[str, tuple[Node, Node]], code: int) -> dict[str, Any]:
         """A step's fault-injection keys (docs/faults.md): jitter, repeat, fault."""
@@ -129,15 +132,9 @@ class _Walker:
                 raise self.error(m["jitter"][1], f"bad jitter {value!r}: a delay, e.g. 200ms")
             out["jitter"] = jitter
         if "repeat" in m:
-            if code < 200:
-                raise self.error(m["repeat"][0], f"repeat is for a final response, not {code}")
-            out["repeat"] = self.repeat(m["repeat"][1])
+            out["repeat"] = self.integer(m["repeat"][1], "repeat")
         if "fault" in m:
-            name = self.text(m["fault"][1], "fault")
-            if name not in FAULTS:
-                raise self.error(m["fault"][1], f"unknown fault {name!r} "
-                                                f"(known: {', '.join(FAULTS)})")
-            out["fault"] = name
+            out["fault"] = self.text(m["fault"][1], "fault")
         return out
 
     def step(self, node: Node) -> Step:
@@ -172,23 +169,46 @@ class _Walker:
         return Step.make(code, after, reason, tuple(headers), body, content_type,
                          **self.faults(m, code))
 
-    def reply(self, node: Node, methods: frozenset[str] | None) -> Reply:
+    def reply(self, node: Node) -> Reply:
+        """The steps as written; :func:`validate_rule` judges them (see :meth:`where`)."""
         if isinstance(node, ScalarNode) and self.scalar(node) == "drop":
             return ()
-        nodes = self.items(node)
-        steps = tuple(self.step(n) for n in nodes)
+        steps = tuple(self.step(n) for n in self.items(node))
         if not steps:
             raise self.error(node, "an empty list of steps: give steps, a code or drop")
-        self.warnings += validate_reply(steps, methods, [self._step_at(n) for n in nodes])
         return steps
 
-    def _step_at(self, node: Node) -> str:
-        """Where a step's delay is written (its ``after``), else where the step is."""
-        if isinstance(node, MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, ScalarNode) and key_node.value == "after":
-                    return self.at(value_node)
-        return self.at(node)
+    def where(self, rule: Node | None, reply: Node) -> Where:
+        """The locator of a rule's keys (model.Where): the value node of a key (the key
+        node for "repeat:"...); a step's "step" is where its delay is written, else the
+        step. A rule-level ``repeat`` stands for the final step's."""
+        steps = [] if isinstance(reply, ScalarNode) and reply.value == "drop" \
+            else self.items(reply)
+        top = self._keys(rule) if rule is not None else {}
+
+        def at(i: int, key: str) -> str:
+            name, is_key = key.rstrip(":"), key.endswith(":")
+            if i < 0 or i >= len(steps):
+                pair = top.get(name)
+                return self.at(pair[0 if is_key else 1]) if pair else self.at(rule or reply)
+            node = steps[i]
+            keys = self._keys(node)
+            if name == "repeat" and name not in keys and "repeat" in top \
+                    and i == len(steps) - 1:
+                return self.at(top["repeat"][0 if is_key else 1])
+            if name == "step":
+                pair = keys.get("after")
+                return self.at(pair[1] if pair else node)
+            pair = keys.get(name)
+            return self.at(pair[0 if is_key else 1]) if pair else self.at(node)
+
+        return at
+
+    @staticmethod
+    def _keys(node: Node) -> dict[str, tuple[Node, Node]]:
+        if not isinstance(node, MappingNode):
+            return {}
+        return {k.value: (k, v) for k, v in node.value if isinstance(k, ScalarNode)}
 
     def pattern(self, node: Node, what: str) -> Pattern:
         try:
@@ -268,13 +288,10 @@ class _Walker:
                                  f"probability must be a number from 0 to 1, not {value!r}")
             probability = float(value)
         name = self.text(m["name"][1], "name") if "name" in m else f"#{index + 1}"
-        reply = self.reply(m["respond"][1], match.methods)
+        reply = self.reply(m["respond"][1])
         drop_first = 0
         if "drop_first" in m:
-            drop_first = self.whole(m["drop_first"][1], "drop_first", 0)
-            if drop_first and not reply:
-                raise self.error(m["drop_first"][0], "drop_first makes no sense with "
-                                                     "respond: drop")
+            drop_first = self.integer(m["drop_first"][1], "drop_first")
         if "repeat" in m:
             # Rule level: the final response's repeat (the same as writing it on that step).
             if not reply or not reply[-1].final:
@@ -283,8 +300,9 @@ class _Walker:
             if reply[-1].repeat != 1:
                 raise self.error(m["repeat"][0], "repeat is given on the rule and on its "
                                                  "final step: keep one")
-            reply = (*reply[:-1], replace(reply[-1], repeat=self.repeat(m["repeat"][1])))
-        return Rule(
+            reply = (*reply[:-1], replace(reply[-1],
+                                          repeat=self.integer(m["repeat"][1], "repeat")))
+        rule = Rule(
             match=match,
             reply=reply,
             name=name,
@@ -294,6 +312,8 @@ class _Walker:
             proxy_challenge=proxy,
             drop_first=drop_first,
         )
+        self.warnings += validate_rule(rule, self.where(node, m["respond"][1]))
+        return rule
 
     def auth(self, node: Node) -> AuthConfig:
         known = ("realm", "users", "algorithm", "qop", "nonce_lifetime")
@@ -360,7 +380,9 @@ def load_text(text: str, filename: str) -> RuleSet:
         rules = [walker.rule(n, i, auth) for i, n in enumerate(node.value)]
     default: Reply = (Step.make(200),)
     if "default" in top:
-        default = walker.reply(top["default"][1], None)
+        node = top["default"][1]
+        default = walker.reply(node)
+        walker.warnings += validate_reply(default, None, walker.where(None, node))
     return RuleSet(rules=tuple(rules), default=default, identity=identity,
                    warnings=tuple(walker.warnings), auth=auth)
 
@@ -382,16 +404,36 @@ def load_file(path: str | Path) -> RuleSet:
 
 def build_ruleset(rules_file: str | None, specs: list[str]) -> RuleSet:
     """SPEC §2: --rule rules first, in order, then the file's rules or the built-in ones."""
-    base = load_file(rules_file) if rules_file else load_text(default_rules_text(),
-                                                              "<built-in rules>")
     first: list[Rule] = []
     warnings: list[str] = []
     for spec in specs:
         rule, w = parse_rule(spec)
         first.append(rule)
         warnings += w
+    return in_front(first, warnings, base_ruleset(rules_file))
+
+
+def base_ruleset(rules_file: str | None) -> RuleSet:
+    """The rules one-line rules go in front of: ``rules_file``'s, or the built-in ones."""
+    return load_file(rules_file) if rules_file else load_text(default_rules_text(),
+                                                              "<built-in rules>")
+
+
+def in_front(first: list[Rule], warnings: list[str], base: RuleSet) -> RuleSet:
     return RuleSet(rules=(*first, *base.rules), default=base.default, identity=base.identity,
                    warnings=(*warnings, *base.warnings), auth=base.auth)
+
+
+def load_rules_text(text: str, filename: str, rules_file: str | None = None,
+                    content_type: str | None = None) -> RuleSet:
+    """Rules as text, either kind (:func:`~responder.rules.oneline.is_oneline` decides): a
+    YAML rules file replaces everything; one-line rules, one per line, go in front of
+    ``rules_file`` (or the built-in rules), as ``--rules FILE --rule LINE...`` would.
+    Errors read ``FILENAME:LINE:COL: ...``."""
+    if not is_oneline(text, content_type):
+        return load_text(text, filename)
+    rules, warnings = parse_lines(text, filename)
+    return in_front(rules, warnings, base_ruleset(rules_file))
 
 
 def dump(ruleset: RuleSet) -> str:
