@@ -494,3 +494,13 @@ def test_fluent_dict_steps_are_read_like_yaml_steps(responder: Responder) -> Non
     assert (rule.reply[1].after, rule.reply[1].jitter, rule.reply[1].repeat) == (1.0, 0.2, 2)
     with pytest.raises(RuleError, match="<step>:"):
         responder.on("INVITE").respond({"code": 486, "fault": "no-such-fault"})
+
+
+def test_one_line_rules_text_with_newlines_is_one_line_rules_not_yaml() -> None:
+    """The one decision (rules.oneline.is_oneline) that PUT /rules makes, here too: a
+    trailing newline or several one-line rules do not turn the text into a rules file."""
+    from responder.testing.expectations import to_ruleset
+
+    for text in ("INVITE->486\n", "INVITE->486\nOPTIONS->503\n", "# busy\nINVITE->486"):
+        ruleset = to_ruleset(text)
+        assert ruleset.rules[0].reply[-1].code == 486, text

@@ -19,7 +19,13 @@ from responder.core.journal import JournalEntry
 from responder.rules.loader import build_ruleset, load_file, load_text, step_from_mapping
 from responder.rules.matcher import explain
 from responder.rules.model import Match, RuleError, RuleSet, Step
-from responder.rules.oneline import glob, parse_code, parse_delay, parse_rule
+from responder.rules.oneline import (
+    glob,
+    is_oneline,
+    parse_code,
+    parse_delay,
+    parse_rule,
+)
 from responder.sip.addr import hostport
 from responder.sip.message import COMPACT
 
@@ -28,18 +34,15 @@ StepLike = int | str | tuple[int, str | float] | Mapping[str, Any] | Step
 Methods = str | Sequence[str] | None
 Status = int | Sequence[int] | None
 
-YAML_STARTS = ("rules:", "identity:", "auth:", "default:")
-
-
 def to_ruleset(rules: RulesLike | None, base: RuleSet | None = None) -> RuleSet:
     """A RuleSet from what a test has at hand.
 
     * None: the built-in default rules;
     * a RuleSet, or a path (``pathlib.Path``) to a rules file;
-    * YAML text: it contains a newline or starts with ``rules:``, ``identity:``, ``auth:``
-      or ``default:``; it replaces everything;
-    * a one-line rule (``"INVITE->486"``) or a list of them: tried first, in order, in
-      front of ``base`` (default: the built-in rules), like ``--rule`` on the command line.
+    * YAML text (what :func:`responder.rules.oneline.is_oneline` does not take for one-line
+      rules, the one decision PUT /rules uses too): it replaces everything;
+    * one-line rules (``"INVITE->486"``, several lines of them, or a list): tried first, in
+      order, in front of ``base`` (default: the built-in rules), like ``--rule``.
 
     Raises :class:`RuleError` with the same messages as the command line.
     """
@@ -50,9 +53,10 @@ def to_ruleset(rules: RulesLike | None, base: RuleSet | None = None) -> RuleSet:
     if isinstance(rules, os.PathLike):
         return load_file(os.fspath(rules))
     if isinstance(rules, str):
-        if "\n" in rules or rules.lstrip().startswith(YAML_STARTS):
+        if not is_oneline(rules):
             return load_text(rules, "<rules>")
-        rules = [rules]
+        rules = [s for line in rules.splitlines()
+                 if (s := line.strip()) and not s.startswith("#")]
     first = [parse_rule(spec)[0] for spec in rules]
     base = base if base is not None else build_ruleset(None, [])
     return dataclasses.replace(base, rules=(*first, *base.rules))
