@@ -19,6 +19,7 @@ from typing import Any
 from responder.sip import codes
 from responder.sip.auth import AuthConfig
 from responder.sip.builder import Identity as Identity
+from responder.sip.sdp import DEFAULT_CODECS
 
 # Methods a "*" rule never answers (SPEC §5): ACK is never answered at all, and only a
 # rule that names CANCEL answers one.
@@ -59,6 +60,28 @@ FAULTS = {
 }
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# --- media of answered calls (SPEC §8): ``media:`` globally, per rule, per step ----------
+ECHO, SINK, NONE = "echo", "sink", "none"
+MEDIA_MODES = (ECHO, SINK, NONE)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """How a call's media is answered: the codecs we accept (in the offer's order), what the
+    media socket does with its RTP (``echo``, ``sink``, ``none``: ``a=inactive``), and
+    whether a 183 carries the answer (early media)."""
+
+    codecs: tuple[str, ...] = DEFAULT_CODECS
+    mode: str = ECHO
+    early: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MEDIA_MODES:
+            raise RuleError(f"media mode {self.mode!r}: one of {', '.join(MEDIA_MODES)}")
+
+
+DEFAULT_MEDIA = MediaConfig()
 
 
 class RuleError(Exception):
