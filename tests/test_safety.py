@@ -175,16 +175,17 @@ def test_forget_clears_the_buckets() -> None:
 
 def test_pending_is_bounded_new_delayed_steps_refused() -> None:
     e = engine("INVITE->180,486/2s", limits=Limits(pending=3))
-    for i in range(5):
-        assert statuses(feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)) == [180]
+    got = [statuses(feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)) for i in range(5)]
+    assert got == [[180]] * 3 + [[503]] * 2  # refused visibly (SPEC §10), see test_tables.py
     assert e.pending == 3 and e.counters.pending_overflow == 2
+    assert e.tables()["pending"].evicted == 2
     assert len(e.due(2.0)) == 3
 
 
 def test_repeats_count_against_the_pending_bound() -> None:
     e = engine("INVITE->486;repeat=3", limits=Limits(pending=2))
-    for i in range(4):
-        assert statuses(feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)) == [486]
+    got = [statuses(feed(e, request("INVITE", call_id=f"c{i}"), A, 0.0)) for i in range(4)]
+    assert got == [[486]] * 2 + [[503]] * 2
     assert e.pending == 2 and e.counters.pending_overflow == 2
     assert len(e.due(5.0)) == 4  # 2 transactions x 2 copies
 
@@ -240,13 +241,18 @@ def test_tables_reports_every_table() -> None:
 
 def test_the_doc_lists_the_bounds_as_they_are() -> None:
     text = DOC.read_text(encoding="utf-8")
-    rows = re.findall(r"^\| [^|]+ \| `([A-Z_]+|counters\.[A-Z_]+)` \| ([0-9,]+)( s)? \|", text,
-                      re.M)
-    found = {name: int(value.replace(",", "")) for name, value, _ in rows}
+    rows = re.findall(r"^\| [^|]+ \| `([A-Z_]+|counters\.[A-Z_]+)` \| ([0-9,]+)( s| MiB)? \|",
+                      text, re.M)
+    found = {name: int(value.replace(",", "")) * (safety.MIB if unit == " MiB" else 1)
+             for name, value, unit in rows}
     assert found == {
         "JOURNAL_LIMIT": safety.JOURNAL_LIMIT,
+        "JOURNAL_BYTES": safety.JOURNAL_BYTES,
         "PENDING_LIMIT": safety.PENDING_LIMIT,
+        "PENDING_BYTES": safety.PENDING_BYTES,
+        "RETRY_AFTER": safety.RETRY_AFTER,
         "COMPLETED_LIMIT": safety.COMPLETED_LIMIT,
+        "COMPLETED_BYTES": safety.COMPLETED_BYTES,
         "DROP_FIRST_LIMIT": safety.DROP_FIRST_LIMIT,
         "RATE_SOURCES_LIMIT": safety.RATE_SOURCES_LIMIT,
         "ALLOW_CACHE_LIMIT": safety.ALLOW_CACHE_LIMIT,
@@ -256,6 +262,8 @@ def test_the_doc_lists_the_bounds_as_they_are() -> None:
     defaults = Limits()
     assert (defaults.pending, defaults.completed, defaults.remember) == (
         safety.PENDING_LIMIT, safety.COMPLETED_LIMIT, safety.TIMER_B)
+    assert (defaults.pending_bytes, defaults.completed_bytes, defaults.journal_bytes) == (
+        safety.PENDING_BYTES, safety.COMPLETED_BYTES, safety.JOURNAL_BYTES)
 
 
 # --------------------------------------------------------------------------- pieces

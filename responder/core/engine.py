@@ -26,7 +26,8 @@ from responder.core.answer import build_fault, build_step
 from responder.core.counters import METHODS_LIMIT, OTHER_METHOD, Counters
 from responder.core.effects import Arrived, Dropped, Effect, Exchange, Handoff, Inbound, Send
 from responder.core.faults import Faults
-from responder.core.limits import LIMITS, Gate, IPNetwork, Limits, TableStat
+from responder.core.keep import answer_weight, for_answers
+from responder.core.limits import LIMITS, RETRY_AFTER, Gate, IPNetwork, Limits, TableStat
 from responder.core.transactions import Pending, Queued, Transactions, txn_key
 from responder.rules.matcher import select
 from responder.rules.model import Reply, Rule, RuleSet, Step
@@ -42,6 +43,10 @@ PROBLEM_RULE = "bad-request"    # the answer to a malformed request (Problem)
 CANCEL_RULE = "cancel"          # 200/487 of a CANCEL that stopped pending steps
 NO_TXN_RULE = "no-transaction"  # 481 to an unmatched CANCEL
 REQUIRE_RULE = "require"        # 420 for unsupported Require tags
+OVERLOAD_RULE = "pending-full"  # 503 to a request whose delayed steps have no room
+# SPEC §10: a request that needs a pending entry when the table is full (entries or bytes)
+# gets this INSTEAD of its steps: a final answer at once, never a 180 and then silence.
+OVERLOAD = Step.make(503, headers=(("Retry-After", str(RETRY_AFTER)),))
 # The discard reason of a message whose handling raised: counted, never a traceback, and
 # never the loss of the other messages read with it (SPEC §10).
 INTERNAL_ERROR = "internal-error"
@@ -136,7 +141,7 @@ class Engine:
             out = self._handle(req, inbound, now, handed)
         except Discard as d:
             return self._discard(inbound, now, d.reason)
-        except Exception:  # noqa: BLE001 -- SPEC §10: a bug costs this message only
+        except Exception:  # SPEC §10: a bug costs this message only
             return self._discard(inbound, now, INTERNAL_ERROR)
         if self.record and not (out and type(out[0]) is Handoff):
             out.insert(0, Arrived(counters.received, now, inbound, req, None,
@@ -149,7 +154,7 @@ class Engine:
         for entry in self.txns.due(now):
             try:
                 out += self._run(entry, now)
-            except Exception:  # noqa: BLE001 -- SPEC §10: one entry's bug, not the rest
+            except Exception:  # SPEC §10: one entry's bug, not the rest
                 self.counters.discarded[INTERNAL_ERROR] += 1
         return out
 
@@ -273,17 +278,31 @@ class Engine:
             self.counters.dropped += 1
             return [self._dropped(req, ctx, "drop", rule, now, arrival)]
         tag = self.seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
+        kept = None
+        size = 0
+        if reply[-1].after > 0:  # delayed steps (they come last): decide before sending
+            kept = for_answers(req)
+            size = answer_weight(kept, max(len(s.body) for s in reply))
+            if not self.txns.room(size):
+                return [self._refuse(req, ctx, tag, now, arrival)]
         out: list[Effect] = []
         i = 0
         while i < len(reply) and reply[i].after <= 0:
             out.append(self._emit(req, ctx, reply[i], tag, rule, now, arrival))
             i += 1
-        if i < len(reply):
+        if kept is not None:
             queue: list[Queued] = [(now + s.after, s, s.after) for s in reply[i:]]
             last = out[-1] if out else None
             assert last is None or type(last) is Send
-            self._hold(Pending(req, ctx, tag, rule, arrival, queue, last))
+            self._hold(Pending(kept, ctx, tag, rule, arrival, queue, last, size=size))
         return out
+
+    def _refuse(self, req: Request, ctx: Context, tag: str, now: float, arrival: int) -> Send:
+        """The pending table is full: 503 with Retry-After, counted (SPEC §10). Not
+        remembered: a retransmission is decided afresh (by then there may be room)."""
+        self.counters.pending_overflow += 1
+        self.txns.refused()
+        return self._emit(req, ctx, OVERLOAD, tag, OVERLOAD_RULE, now, arrival)
 
     def _run(self, entry: Pending, now: float) -> list[Effect]:
         """Send what of ``entry``'s queue is due at ``now``."""
@@ -322,8 +341,15 @@ class Engine:
             return [self._dropped(req, ctx, held, rule, now, arrival)]
         if not reply:
             return self._answer(req, ctx, reply, rule, now, arrival)
-        entry = Pending(req, ctx, self._tag(req), rule, arrival,
-                        self.faults.plan(req, reply, self.seeded, now))
+        plan = self.faults.plan(req, reply, self.seeded, now)
+        tag = self._tag(req)
+        kept, size = req, 0
+        if plan[-1][0] > now:  # something is left for later (the plan is in time order)
+            kept = for_answers(req)
+            size = answer_weight(kept, max(len(s.body) for s in reply))
+            if not self.txns.room(size):
+                return [self._refuse(req, ctx, tag, now, arrival)]
+        entry = Pending(kept, ctx, tag, rule, arrival, plan, size=size)
         out = self._run(entry, now)
         if entry.queue:
             self._hold(entry)

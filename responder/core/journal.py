@@ -5,8 +5,10 @@ into the engine. An :class:`~responder.core.effects.Arrived` event opens an entr
 :class:`~responder.core.effects.Send` or :class:`~responder.core.effects.Dropped` whose
 exchange names that arrival adds to it, including delayed steps sent seconds later and the
 487 a CANCEL causes. The statuses are the ones the engine sent (never re-read from the
-bytes, which a ``fault: garbage`` response does not have). Bounded: the oldest entry goes
-when a new one comes and the journal is full.
+bytes, which a ``fault: garbage`` response does not have). Bounded in entries and in bytes
+(``Limits.journal_bytes``): the oldest entry goes when a new one comes and the journal is
+full. An entry keeps a bounded copy of a large request (:func:`responder.core.keep.for_journal`)
+and at most ``keep.JOURNAL_DATA`` bytes of the datagram and of each response.
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from responder.core.effects import Arrived, Dropped, Effect, Send
+from responder.core.keep import JOURNAL_DATA, JOURNAL_LINES, LINE, REQUEST, STR, for_journal
 from responder.core.limits import LIMITS, Limits, TableStat
 from responder.sip.builder import Addr
 from responder.sip.message import Request
+
+ENTRY = 400  # a JournalEntry and its lists, beyond the datagram and the request
+# A small request kept as parsed: the entry, the Request, the datagram and the text of the
+# values (at most the datagram's size again), and per header line its objects (a Via line's
+# value is in the Via list too: one more str).
+SMALL = ENTRY + REQUEST + 8 * STR
+PER_LINE = LINE + STR
+RESPONSE = STR + 8  # a response kept, beyond its bytes: the object and its list slot
 
 
 @dataclass(slots=True)
@@ -27,14 +38,16 @@ class JournalEntry:
 
     time: float
     source: Addr
-    data: bytes
-    request: Request | None  # None: discarded
+    data: bytes              # the datagram (its first keep.JOURNAL_DATA bytes)
+    request: Request | None  # None: discarded; a bounded copy of a large one (keep.py)
     discard: str | None = None
     rule: str | None = None
     responses: list[bytes] = field(default_factory=list)  # in the order they were sent
+    # (each its first keep.JOURNAL_DATA bytes)
     statuses: list[int] = field(default_factory=list)     # the code of each response sent
     transport: str = "udp"
     seq: int = 0  # the arrival's number (Arrived.seq)
+    weight: int = 0  # what the entry holds, in bytes (an estimate, see keep.py)
 
     @property
     def method(self) -> str | None:
@@ -50,9 +63,11 @@ class Journal:
         if size > limits.journal:
             raise ValueError(f"journal_size {size} is over the bound {limits.journal}")
         self.size = size
+        self.budget = limits.journal_bytes
         self._entries: deque[JournalEntry] = deque()
         self._by_seq: dict[int, JournalEntry] = {}
         self.evicted = 0
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -64,11 +79,12 @@ class Journal:
         return reversed(self._entries)
 
     def stat(self) -> TableStat:
-        return TableStat(len(self._entries), self.size, self.evicted)
+        return TableStat(len(self._entries), self.size, self.evicted, self.bytes, self.budget)
 
     def clear(self) -> None:
         self._entries.clear()
         self._by_seq.clear()
+        self.bytes = 0
 
     def observe(self, effects: Iterable[Effect]) -> None:
         """Take one batch of effects (in the order the engine gave them)."""
@@ -83,16 +99,56 @@ class Journal:
                 if entry.rule is None:
                     entry.rule = exchange.rule
                 if isinstance(e, Send) and exchange.status is not None:
-                    entry.responses.append(e.data)
+                    data = e.data
+                    if len(data) > JOURNAL_DATA:
+                        data = data[:JOURNAL_DATA]
+                    entry.responses.append(data)
                     entry.statuses.append(exchange.status)
+                    grown = len(data) + RESPONSE
+                    entry.weight += grown
+                    self.bytes += grown
+                    if self.bytes > self.budget:
+                        self._evict(0)
 
     def _open(self, e: Arrived) -> None:
         inbound = e.inbound
-        entry = JournalEntry(e.time, inbound.source, inbound.data, e.request, e.discard,
-                             e.rule, transport=inbound.transport, seq=e.seq)
-        if len(self._entries) >= self.size:
-            old = self._entries.popleft()
-            self._by_seq.pop(old.seq, None)
+        data = inbound.data
+        size = len(data)
+        request = e.request
+        if request is None:
+            if size > JOURNAL_DATA:
+                data = data[:JOURNAL_DATA]
+            weight = ENTRY + len(data)
+        elif size <= JOURNAL_DATA and len(request.header_lines) <= JOURNAL_LINES:
+            # kept as parsed (keep.for_journal's small case, inline: the hot path)
+            weight = SMALL + 2 * size + PER_LINE * len(request.header_lines)
+        else:
+            request, kept = for_journal(request, size)
+            data = data[:JOURNAL_DATA]
+            weight = ENTRY + len(data) + kept
+        entry = JournalEntry(e.time, inbound.source, data, request, e.discard,
+                             e.rule, transport=inbound.transport, seq=e.seq, weight=weight)
+        entries = self._entries
+        if len(entries) >= self.size:  # the common case when full, inline
+            old = entries.popleft()
+            del self._by_seq[old.seq]
+            self.bytes -= old.weight
             self.evicted += 1
-        self._entries.append(entry)
+        if self.bytes + weight > self.budget:
+            self._evict(1, weight)
+        entries.append(entry)
         self._by_seq[e.seq] = entry
+        self.bytes += weight
+
+    def _evict(self, room: int, weight: int = 0) -> None:
+        """Drop the oldest entries until ``room`` more entries of ``weight`` bytes in all
+        fit (one entry always stays: a single entry is bounded by keep.py)."""
+        entries = self._entries
+        while entries and (len(entries) + room > self.size
+                           or (self.bytes + weight > self.budget
+                               and len(entries) + room > 1)):
+            old = entries.popleft()
+            self._by_seq.pop(old.seq, None)
+            self.bytes -= old.weight
+            self.evicted += 1
+

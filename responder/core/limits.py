@@ -12,7 +12,7 @@ import ipaddress
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
@@ -26,6 +26,14 @@ DROP_FIRST_LIMIT = 100_000     # transactions whose transmissions drop_first is 
 RATE_SOURCES_LIMIT = 65_536    # source addresses with a rate-limit bucket (LRU)
 ALLOW_CACHE_LIMIT = 65_536     # source addresses with a cached allow-list verdict
 TIMER_B = 32.0                 # seconds a transaction is remembered: 64·T1 (RFC 3261 Timer B/F)
+# ... and in bytes (SPEC §10: every table is bounded in bytes as well as entries). What an
+# entry weighs is an estimate of the memory it holds (docs/limits.md "Tables: entries and
+# bytes"); a full table refuses (pending) or evicts its oldest (completed, journal).
+MIB = 1 << 20
+PENDING_BYTES = 512 * MIB      # pending transactions: a new one past it gets 503
+COMPLETED_BYTES = 256 * MIB    # completed transactions: the oldest is forgotten
+JOURNAL_BYTES = 512 * MIB      # the journal: the oldest entry goes
+RETRY_AFTER = 5                # seconds, in the 503 a full pending table answers
 
 # Discard reasons (counters.discarded keys) added by the gate, next to errors.REASONS.
 NOT_ALLOWED = "not-allowed"
@@ -43,6 +51,9 @@ class Limits:
     rate_sources: int = RATE_SOURCES_LIMIT
     allow_cache: int = ALLOW_CACHE_LIMIT
     remember: float = TIMER_B
+    pending_bytes: int = PENDING_BYTES
+    completed_bytes: int = COMPLETED_BYTES
+    journal_bytes: int = JOURNAL_BYTES
 
     @property
     def timers(self) -> int:
@@ -58,6 +69,8 @@ class TableStat(NamedTuple):
     size: int
     limit: int
     evicted: int  # entries pushed out (pending: new entries refused) since the start
+    bytes: int = 0       # what the entries weigh (tables bounded in bytes; else 0)
+    byte_limit: int = 0  # ... and the bound (0: a table bounded in entries only)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -65,20 +78,26 @@ V = TypeVar("V")
 
 class Expiring(Generic[K, V]):
     """A table whose entries live ``ttl`` seconds from when they were stored, at most
-    ``limit`` of them, the oldest evicted first.
+    ``limit`` of them (and, with ``weigh``, at most ``budget`` bytes of them), the oldest
+    evicted first.
 
     Entries are kept in the order they expire (all have the same ``ttl``), so expiry
     and eviction both take from the front. ``table`` is public for a cheap emptiness
     test on the hot path (``if t.table:``).
     """
 
-    __slots__ = ("evicted", "limit", "table", "ttl")
+    __slots__ = ("budget", "bytes", "evicted", "limit", "table", "ttl", "weigh")
 
-    def __init__(self, limit: int, ttl: float) -> None:
+    def __init__(self, limit: int, ttl: float, budget: int = 0,
+                 weigh: Callable[[V], int] | None = None) -> None:
         self.limit = limit
         self.ttl = ttl
-        self.table: OrderedDict[K, tuple[float, V]] = OrderedDict()  # key -> (expires, value)
+        self.budget = budget if weigh is not None else 0
+        self.weigh = weigh
+        # key -> (expires, value, weight)
+        self.table: OrderedDict[K, tuple[float, V, int]] = OrderedDict()
         self.evicted = 0
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -86,10 +105,10 @@ class Expiring(Generic[K, V]):
     def expire(self, now: float) -> None:
         table = self.table
         while table:
-            expires, _ = next(iter(table.values()))
+            expires = next(iter(table.values()))[0]
             if expires > now:
                 break
-            table.popitem(last=False)
+            self.bytes -= table.popitem(last=False)[1][2]
 
     def get(self, key: K, now: float) -> V | None:
         if not self.table:
@@ -100,21 +119,30 @@ class Expiring(Generic[K, V]):
 
     def put(self, key: K, value: V, now: float) -> None:
         """Store ``value``; its life (``ttl``) starts now."""
-        self.table.pop(key, None)
-        self.table[key] = (now + self.ttl, value)
-        while len(self.table) > self.limit:
-            self.table.popitem(last=False)
+        table = self.table
+        old = table.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        weight = self.weigh(value) if self.weigh is not None else 0
+        table[key] = (now + self.ttl, value, weight)
+        self.bytes += weight
+        while len(table) > self.limit or (self.budget and self.bytes > self.budget
+                                          and len(table) > 1):
+            self.bytes -= table.popitem(last=False)[1][2]
             self.evicted += 1
 
     def update(self, key: K, value: V) -> None:
-        """Replace the value of a stored entry, keeping its expiry and place."""
-        self.table[key] = (self.table[key][0], value)
+        """Replace the value of a stored entry, keeping its expiry, place and weight (for
+        values whose weight does not change, such as counts)."""
+        expires, _, weight = self.table[key]
+        self.table[key] = (expires, value, weight)
 
     def clear(self) -> None:
         self.table.clear()
+        self.bytes = 0
 
     def stat(self) -> TableStat:
-        return TableStat(len(self.table), self.limit, self.evicted)
+        return TableStat(len(self.table), self.limit, self.evicted, self.bytes, self.budget)
 
 
 def tally(table: Expiring[K, int], key: K, now: float, upto: int) -> int:

@@ -6,7 +6,10 @@
 * completed: recent transactions that had delayed steps or were cancelled, so their
   retransmissions get the same final response for 32 s (RFC 3261 Timer B/F).
 
-Both are bounded (:class:`~responder.core.limits.Limits`, docs/faults.md).
+Both are bounded in entries and in bytes (:class:`~responder.core.limits.Limits`,
+docs/limits.md): a pending entry keeps only what its responses copy from the request
+(:func:`responder.core.keep.for_answers`), and the engine asks :meth:`Transactions.room`
+before it sends anything for a request that needs one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from responder.core.effects import Send
+from responder.core.keep import STR
 from responder.core.limits import Expiring, Limits, TableStat
 from responder.rules.model import Step
 from responder.sip.builder import Context
@@ -42,6 +46,21 @@ class Pending:
     last: Send | None = None
     final: bool = False      # the final response went out: only repeats are left
     copies: int = 0
+    size: int = 0            # its weight in bytes (keep.answer_weight)
+
+
+COMPLETED = 480  # a completed entry beyond its responses: table slot, tuples, list, Exchange
+
+
+def sends_weight(sends: list[Send]) -> int:
+    """What a completed entry holds: the responses' bytes and their exchanges' text."""
+    total = COMPLETED
+    for s in sends:
+        total += len(s.data) + 4 * STR
+        exch = s.exchange
+        if exch is not None:
+            total += 2 * STR + len(exch.uri) + len(exch.call_id or "")
+    return total
 
 
 class Transactions:
@@ -50,14 +69,16 @@ class Transactions:
         self.pending: dict[TxnKey, Pending] = {}
         self._heap: list[tuple[float, int, TxnKey]] = []
         self._seq = 0
-        self.completed: Expiring[TxnKey, list[Send]] = Expiring(limits.completed,
-                                                                 limits.remember)
+        self.completed: Expiring[TxnKey, list[Send]] = Expiring(
+            limits.completed, limits.remember, limits.completed_bytes, sends_weight)
         self.overflow = 0
+        self.bytes = 0  # what the pending entries weigh
 
     def clear(self) -> None:
         self.pending.clear()
         self._heap.clear()
         self.completed.clear()
+        self.bytes = 0
 
     def answered(self, key: TxnKey, now: float) -> list[Send] | None:
         """What was sent for ``key`` so far, when it is a retransmission; else None."""
@@ -70,19 +91,35 @@ class Transactions:
             return [entry.last] if entry.last else []
         return None
 
+    def room(self, size: int) -> bool:
+        """Is there room for one more pending entry of ``size`` bytes?"""
+        return (len(self.pending) < self.limits.pending
+                and self.bytes + size <= self.limits.pending_bytes)
+
+    def refused(self) -> None:
+        """Count a pending entry the table had no room for."""
+        self.overflow += 1
+
     def hold(self, entry: Pending) -> bool:
         """Keep ``entry`` until its queue is sent; False (and counted) when the table is full."""
-        if len(self.pending) >= self.limits.pending:
+        key = txn_key(entry.req)
+        old = self.pending.get(key)  # replaced, not added (a request handed over again)
+        spare = 0 if old is None else old.size
+        if (len(self.pending) - (old is not None) >= self.limits.pending
+                or self.bytes - spare + entry.size > self.limits.pending_bytes):
             self.overflow += 1
             return False
-        key = txn_key(entry.req)
         self.pending[key] = entry
+        self.bytes += entry.size - spare
         self._push(entry.queue[0][0], key)
         return True
 
     def take(self, key: TxnKey) -> Pending | None:
         """Remove and return the pending entry of ``key`` (a CANCEL stops it)."""
-        return self.pending.pop(key, None)
+        entry = self.pending.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
+        return entry
 
     def remember(self, key: TxnKey, sends: list[Send], now: float) -> None:
         self.completed.put(key, sends, now)
@@ -110,6 +147,7 @@ class Transactions:
                 self._push(entry.queue[0][0], key)
             else:
                 del self.pending[key]
+                self.bytes -= entry.size
                 self.remember(key, [entry.last] if entry.last else [], now)
 
     def _push(self, due: float, key: TxnKey) -> None:
@@ -122,6 +160,7 @@ class Transactions:
             heapq.heapify(self._heap)
 
     def stats(self) -> dict[str, TableStat]:
-        return {"pending": TableStat(len(self.pending), self.limits.pending, self.overflow),
+        return {"pending": TableStat(len(self.pending), self.limits.pending, self.overflow,
+                                     self.bytes, self.limits.pending_bytes),
                 "timers": TableStat(len(self._heap), self.limits.timers, 0),
                 "completed": self.completed.stat()}
