@@ -31,7 +31,6 @@ from responder.sip.seeded import TAG_PERSON, TAG_SIZE, Seeded
 # What a SIPp request carries: the tag is over these three, once per request answered.
 CALL_ID = "1-4242@127.0.0.1"
 FROM_TAG = "4242SIPpTag001"
-BRANCH = "z9hG4bK-4242-1-0"
 
 
 def median_ns(fn: Callable[[], object], number: int, repeat: int) -> float:
@@ -53,22 +52,22 @@ def main() -> None:
 
     def with_hashlib() -> str:
         h = keyed.copy()
-        h.update(f"{CALL_ID}\x00{FROM_TAG}\x00{BRANCH}".encode("utf-8", "surrogateescape"))
+        h.update(f"{CALL_ID}\x00{FROM_TAG}".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
 
     rows = {"hashlib (copy, update, hexdigest)": median_ns(with_hashlib, n, r)}
     compiled = seeded._TO_TAG
     if compiled is not None and seeded._TAG_STATE is not None:
         state = seeded._TAG_STATE(keys._key)
-        assert compiled(state, CALL_ID, FROM_TAG, BRANCH) == with_hashlib()
+        assert compiled(state, CALL_ID, FROM_TAG) == with_hashlib()
         rows["compiled to_tag"] = median_ns(
-            lambda: compiled(state, CALL_ID, FROM_TAG, BRANCH), n, r)
+            lambda: compiled(state, CALL_ID, FROM_TAG), n, r)
         rows["Seeded.to_tag, compiled"] = median_ns(
-            lambda: keys.to_tag(CALL_ID, FROM_TAG, BRANCH), n, r)
+            lambda: keys.to_tag(CALL_ID, FROM_TAG), n, r)
     seeded._TO_TAG = None  # this process only: Seeded.to_tag with hashlib alone
     try:
         rows["Seeded.to_tag, hashlib only"] = median_ns(
-            lambda: keys.to_tag(CALL_ID, FROM_TAG, BRANCH), n, r)
+            lambda: keys.to_tag(CALL_ID, FROM_TAG), n, r)
     finally:
         seeded._TO_TAG = compiled
 

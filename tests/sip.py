@@ -98,6 +98,13 @@ class Response:
     def has(self, name: str) -> bool:
         return bool(self.all(name))
 
+    @property
+    def to_tag(self) -> str | None:
+        """The tag parameter of To (None without one)."""
+        to = self.one("To")
+        at = to.rfind(";tag=")
+        return to[at + 5:].split(";", 1)[0] if at >= 0 else None
+
 
 def read_response(data: bytes) -> Response:
     """Strict reader: CRLF lines, a status line, ``Name: value`` headers, exact framing."""

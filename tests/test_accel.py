@@ -214,7 +214,7 @@ def answers(datagrams):
         except Discard as exc:
             out.append("discard " + exc.reason)
             continue
-        tag = seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
+        tag = seeded.to_tag(req.call_id, req.from_tag)
         for source in (("192.0.2.7", 5099), ("2001:db8::10", 5062)):
             ctx = Context(Identity(), seeded, 1000.0, source, ("127.0.0.1", 5060), None)
             for code in (100, 180, 200, 486):
@@ -464,21 +464,21 @@ TEXT = st.none() | st.text(max_size=40) | st.text(alphabet="abc-.@\x00é", max_s
 
 
 @needs_ext
-@given(seed=st.integers(0, 2**63), call_id=TEXT, from_tag=TEXT, branch=TEXT)
+@given(seed=st.integers(0, 2**63), call_id=TEXT, from_tag=TEXT)
 @FAST
-def test_to_tag_is_hashlibs_blake2b(seed: int, call_id: str | None, from_tag: str | None,
-                                    branch: str | None) -> None:
+def test_to_tag_is_hashlibs_blake2b(seed: int, call_id: str | None, from_tag: str | None
+                                    ) -> None:
     """The compiled BLAKE2b gives Seeded's tag (keyed, person "to-tag", 6 bytes), or None
     for text it leaves to Python (non-ASCII): the same tags with and without it."""
     assert SPEEDUPS is not None
     tag_state, to_tag = SPEEDUPS.tag_state, SPEEDUPS.to_tag
     keyed = Seeded(seed)
     h = hashlib.blake2b(key=keyed._key, digest_size=6, person=b"to-tag")
-    h.update(f"{call_id}\x00{from_tag}\x00{branch}".encode("utf-8", "surrogateescape"))
-    got = to_tag(tag_state(keyed._key), call_id, from_tag, branch)
-    texts = [t for t in (call_id, from_tag, branch) if t is not None]
+    h.update(f"{call_id}\x00{from_tag}".encode("utf-8", "surrogateescape"))
+    got = to_tag(tag_state(keyed._key), call_id, from_tag)
+    texts = [t for t in (call_id, from_tag) if t is not None]
     if all(t.isascii() for t in texts):
         assert got == h.hexdigest()
     else:
         assert got is None
-    assert keyed.to_tag(call_id, from_tag, branch) == h.hexdigest()
+    assert keyed.to_tag(call_id, from_tag) == h.hexdigest()

@@ -396,3 +396,18 @@ def test_unsent_counts_the_steps_still_waiting() -> None:
     assert e.unsent() == 2
     e.due(30.0)
     assert e.unsent() == 0
+
+
+def test_the_to_tag_names_the_dialog_not_the_transaction() -> None:
+    """SPEC §4: a keyed hash of Call-ID and From tag: a re-INVITE or BYE of the call (a new
+    branch) gets the tag of the INVITE's 200; another caller's dialog another tag."""
+    e = engine("INVITE->486", "BYE->200")
+    first = read_response(answer(e, request("INVITE", branch="z9hG4bK-1"), SRC, 0.0)[-1].data)
+    again = read_response(answer(e, request("INVITE", branch="z9hG4bK-2", cseq=2), SRC,
+                                 0.0)[-1].data)
+    other = read_response(answer(e, request("INVITE", branch="z9hG4bK-3", from_tag="ft-2"),
+                                 SRC, 0.0)[-1].data)
+    assert first.to_tag == again.to_tag != other.to_tag
+    seeded = e.seeded
+    assert first.to_tag is not None and seeded.ours(first.to_tag, "call-1@test", "ft-1")
+    assert not seeded.ours(first.to_tag, "call-1@test", "ft-2")

@@ -1156,7 +1156,7 @@ done:
 
 /* responder.sip.seeded.Seeded.to_tag without the Python calls around hashlib: BLAKE2b
  * (RFC 7693) keyed with the seed's key, person "to-tag", 6 bytes, over
- * "{call_id}\0{from_tag}\0{branch}", as 12 hex digits. tag_state(key) is the state after
+ * "{call_id}\0{from_tag}" (the dialog, SPEC §4), as 12 hex digits. tag_state(key) is the state after
  * the key block (what Seeded keeps); to_tag(state, ...) returns None for non-ASCII text
  * (Seeded encodes that with surrogateescape in Python). tests/test_speedups.py compares
  * it with hashlib. */
@@ -1262,17 +1262,15 @@ static int put_text(uint8_t *buf, Py_ssize_t *len, Py_ssize_t cap, PyObject *o) 
 
 static PyObject *speedups_to_tag(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4 || !PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != 64) {
-        PyErr_SetString(PyExc_TypeError, "to_tag(state, call_id, from_tag, branch)");
+    if (nargs != 3 || !PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) != 64) {
+        PyErr_SetString(PyExc_TypeError, "to_tag(state, call_id, from_tag)");
         return NULL;
     }
     uint8_t msg[1024];
     Py_ssize_t n = 0;
-    if (put_text(msg, &n, 1022, args[1]) < 0) Py_RETURN_NONE;
+    if (put_text(msg, &n, 1023, args[1]) < 0) Py_RETURN_NONE;
     msg[n++] = 0;
-    if (put_text(msg, &n, 1023, args[2]) < 0) Py_RETURN_NONE;
-    msg[n++] = 0;
-    if (put_text(msg, &n, 1024, args[3]) < 0) Py_RETURN_NONE;
+    if (put_text(msg, &n, 1024, args[2]) < 0) Py_RETURN_NONE;
     uint64_t h[8];
     memcpy(h, PyBytes_AS_STRING(args[0]), sizeof h);
     uint64_t t = 128;
@@ -1409,7 +1407,7 @@ static PyMethodDef methods[] = {
     {"tag_state", speedups_tag_state, METH_O,
      "tag_state(key) -> bytes: the keyed BLAKE2b state To tags start from."},
     {"to_tag", (PyCFunction)(void (*)(void))speedups_to_tag, METH_FASTCALL,
-     "to_tag(state, call_id, from_tag, branch) -> str | None: Seeded.to_tag's value, or "
+     "to_tag(state, call_id, from_tag) -> str | None: Seeded.to_tag's value, or "
      "None for non-ASCII text."},
     {"recv_many", speedups_recv_many, METH_O,
      "recv_many(fd) -> [(data, (host, port)), ...]: up to 64 datagrams waiting on a "

@@ -242,7 +242,7 @@ class Engine:
 
     # --- building ------------------------------------------------------------------
     def _tag(self, req: Request) -> str:
-        return self.seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
+        return self.seeded.to_tag(req.call_id, req.from_tag)
 
     def _emit(
         self, req: Request, ctx: Context, step: Step, tag: str, rule: str, time: float,
@@ -277,7 +277,7 @@ class Engine:
         if not reply:
             self.counters.dropped += 1
             return [self._dropped(req, ctx, "drop", rule, now, arrival)]
-        tag = self.seeded.to_tag(req.call_id, req.from_tag, req.top_via.branch)
+        tag = self.seeded.to_tag(req.call_id, req.from_tag)
         kept = None
         size = 0
         if reply[-1].after > 0:  # delayed steps (they come last): decide before sending

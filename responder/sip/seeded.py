@@ -24,12 +24,11 @@ _HEX = re.compile(r"[0-9a-f]+")  # a nonce's parts, as nonce() writes them
 TAG_PERSON = b"to-tag"
 
 TagState = Callable[[bytes], bytes]
-ToTag = Callable[[bytes, str | None, str | None, str | None], str | None]
+ToTag = Callable[[bytes, str | None, str | None], str | None]
 
-# (call_id, from_tag, branch) whose tags the compiled to_tag must give as hashlib does:
-# None, one block, several blocks (a longer text is left to hashlib, as non-ASCII is).
-_TAG_PROBES = [(None, None, None), ("1-4242@127.0.0.1", "4242SIPpTag001", "z9hG4bK-1"),
-               ("c" * 200, "", "b" * 300)]
+# (call_id, from_tag) whose tags the compiled to_tag must give as hashlib does: None, one
+# block, several blocks (a longer text is left to hashlib, as non-ASCII is).
+_TAG_PROBES = [(None, None), ("1-4242@127.0.0.1", "4242SIPpTag001"), ("c" * 200, "b" * 300)]
 
 
 def check_speedups(ext: ModuleType, layout: Mapping[str, object] | None = None) -> str | None:
@@ -42,10 +41,10 @@ def check_speedups(ext: ModuleType, layout: Mapping[str, object] | None = None) 
     key = hashlib.blake2b(b"probe", digest_size=32).digest()
     try:
         state = ext.tag_state(key)
-        for call_id, from_tag, branch in _TAG_PROBES:
+        for call_id, from_tag in _TAG_PROBES:
             h = hashlib.blake2b(key=key, digest_size=TAG_SIZE, person=TAG_PERSON)
-            h.update(f"{call_id}\x00{from_tag}\x00{branch}".encode())
-            got, want = ext.to_tag(state, call_id, from_tag, branch), h.hexdigest()
+            h.update(f"{call_id}\x00{from_tag}".encode())
+            got, want = ext.to_tag(state, call_id, from_tag), h.hexdigest()
             if got != want:
                 return f"To tag of {call_id!r:.20}: the extension {got!r}, hashlib {want!r}"
     except (AttributeError, TypeError, ValueError) as exc:
@@ -91,15 +90,26 @@ class Seeded:
         h.update(text.encode("utf-8", "surrogateescape"))
         return h.digest()
 
-    def to_tag(self, call_id: str | None, from_tag: str | None, branch: str | None) -> str:
-        """The To tag of every response to one request (SPEC §4): Call-ID, From tag, branch."""
+    def to_tag(self, call_id: str | None, from_tag: str | None) -> str:
+        """Our To tag in a dialog (SPEC §4): a keyed hash of Call-ID and From tag, so every
+        response to every request of one dialog carries it, and an in-dialog request whose
+        To tag we could not have issued is known without a table (:meth:`ours`)."""
         if _TO_TAG is not None:
-            tag = _TO_TAG(self._c_tag_state, call_id, from_tag, branch)
+            tag = _TO_TAG(self._c_tag_state, call_id, from_tag)
             if tag is not None:
                 return tag
         h = self._tag_hash.copy()
-        h.update(f"{call_id}\x00{from_tag}\x00{branch}".encode("utf-8", "surrogateescape"))
+        h.update(f"{call_id}\x00{from_tag}".encode("utf-8", "surrogateescape"))
         return h.hexdigest()
+
+    def ours(self, to_tag: str, call_id: str | None, from_tag: str | None) -> bool:
+        """Whether ``to_tag`` is the tag we give the dialog of (Call-ID, From tag)."""
+        return hmac.compare_digest(to_tag.encode("utf-8", "surrogateescape"),
+                                   self.to_tag(call_id, from_tag).encode())
+
+    def session_digest(self, call_id: str | None, from_tag: str | None) -> bytes:
+        """8 keyed bytes naming a dialog, for the SDP session id (SPEC §8.1)."""
+        return self._digest(b"sdp-session", f"{call_id}\x00{from_tag}", 8)
 
     def draw(self, transaction_key: str, salt: str) -> float:
         """A uniform number in [0, 1) for one decision (``salt`` names which one)."""
