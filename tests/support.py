@@ -719,7 +719,25 @@ class SipClient:
                 if msg.status >= 200:
                     return got
                 continue
+            self.ack_2xx(msg)
             got.append(dgram.data)
+
+    def ack_2xx(self, msg: Message) -> None:
+        """A UAC acknowledges a 2xx to INVITE (RFC 3261 §13.2.2.4: a new transaction), or the
+        responder resends it until 32 s pass (SPEC §4)."""
+        cseq = norm(msg.get("cseq") or "").split()
+        if not (msg.is_response and 200 <= msg.status < 300 and cseq[1:] == ["INVITE"]):
+            return
+        def hostport(addr: tuple[str, int]) -> str:
+            return f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+
+        lines = [f"ACK sip:responder@{hostport(self.server)} SIP/2.0",
+                 f"Via: SIP/2.0/UDP {hostport((self.local_address[0], self.port))};"
+                 f"branch=z9hG4bK-ack-"
+                 f"{uuid.uuid4().hex[:12]};rport",
+                 "Max-Forwards: 70", f"From: {msg.get('from')}", f"To: {msg.get('to')}",
+                 f"Call-ID: {msg.get('call-id')}", f"CSeq: {cseq[0]} ACK", "Content-Length: 0"]
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
 
     def exchange(
         self, *datagrams: bytes, sentinel_method: str = "OPTIONS", timeout: float | None = None

@@ -199,7 +199,9 @@ def test_journal_lists_and_filters_exchanges(admin: tuple[ResponderProcess, str]
     everything = call("GET", base + "/journal").json()
     assert everything["journal_size"] == 1000
     entries = everything["entries"]
-    assert isinstance(entries, list) and len(entries) == 5  # with the sentinel
+    # With the sentinel, and the client's ACK of the 200 (sent once the 200 came back).
+    assert isinstance(entries, list) and len(entries) == 6
+    assert entries[5]["method"] == "ACK" and entries[5]["statuses"] == []
     first = entries[0]
     assert first["method"] == "INVITE" and first["call_id"] == ids["a"]
     assert first["uri"] == "sip:1000@127.0.0.1" and first["user"] == "1000"
@@ -219,7 +221,7 @@ def test_journal_lists_and_filters_exchanges(admin: tuple[ResponderProcess, str]
     assert calls("user=1000") == [ids["a"], ids["c"]]
     assert calls("user=2*") == [ids["b"]]
     assert calls("user=re:^(2000|1000)$&method=INVITE,OPTIONS") == [ids["a"], ids["b"], ids["c"]]
-    assert calls(f"call_id={ids['b']}") == [ids["b"]]
+    assert calls(f"call_id={ids['b']}") == [ids["b"], ids["b"]]  # the INVITE and its ACK
     assert calls("method=INVITE&limit=1") == [ids["b"]]  # the last one
     assert calls("method=REGISTER") == []
     for query in ("limit=0", "limit=x", "methd=INVITE", "user=re:("):

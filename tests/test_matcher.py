@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from responder.rules.loader import build_ruleset, load_text
-from responder.rules.matcher import matches, select
+from responder.rules.matcher import explain, matches, select, select_in_dialog
 from responder.rules.model import Match, Pattern, Rule, RuleSet, Step
 from responder.rules.oneline import parse_rule
 from responder.sip.message import Request
@@ -513,7 +513,8 @@ def test_select_by_candidates_is_select_by_every_rule(data: st.DataObject) -> No
         methods = data.draw(st.sampled_from(METHOD_SETS))
         user = data.draw(st.sampled_from([None, "^1000$", "^2"]))
         match = Match(methods=methods,
-                      user=Pattern(user, re.compile(user)) if user is not None else None)
+                      user=Pattern(user, re.compile(user)) if user is not None else None,
+                      in_dialog=data.draw(st.sampled_from([None, None, True, False])))
         rules.append(Rule(match, (Step.make(486),), f"r{i}",
                           probability=data.draw(st.sampled_from([1.0, 1.0, 0.5, 0.0]))))
     ruleset = RuleSet(tuple(rules))
@@ -521,6 +522,87 @@ def test_select_by_candidates_is_select_by_every_rule(data: st.DataObject) -> No
     method = data.draw(st.sampled_from(["INVITE", "OPTIONS", "BYE", "ACK", "CANCEL", "FOO",
                                         "PUBLISH"]))
     user = data.draw(st.sampled_from(["1000", "2000", "3"]))
+    to = data.draw(st.sampled_from([None, "<sip:x@lab.example>;tag=t1"]))
     req = request(method, f"sip:{user}@lab.example", call_id=data.draw(st.sampled_from(
-        ["a", "b", "c"])))
-    assert select(ruleset, req, SOURCE, seeded) is reference_select(ruleset, req, seeded)
+        ["a", "b", "c"])), to=to)
+    chosen = select(ruleset, req, SOURCE, seeded)
+    assert chosen is reference_select(ruleset, req, seeded)
+    # The engine's short way (RuleSet.plain) takes every request of its method: it must be
+    # what select() would choose, whatever the To tag (in_dialog rules are never plain).
+    if method in ruleset.plain:
+        assert chosen is ruleset.plain[method]
+    dialog_rules = RuleSet(tuple(r for r in rules if r.match.in_dialog is True))
+    in_dialog = select_in_dialog(ruleset, req, SOURCE, seeded)
+    assert in_dialog is None or in_dialog.match.in_dialog is True
+    if in_dialog is not None or not dialog_rules.rules:
+        # the same draws as select() over the in_dialog: true rules alone (rule index kept)
+        assert in_dialog is next((r for i, r in enumerate(ruleset.rules)
+                                  if r.match.in_dialog is True
+                                  and matches(r.match, req, SOURCE)
+                                  and (r.probability >= 1.0 or seeded.draw(
+                                      req.transaction_key, f"rule{i}") < r.probability)),
+                                 None)
+
+
+# --------------------------------------------------------------------------- in_dialog (§8.2)
+
+IN_DIALOG_TO = "<sip:1000@lab.example>;tag=ours-1"
+
+
+@pytest.mark.parametrize(
+    ("in_dialog", "with_tag", "without_tag"),
+    [(None, True, True), (True, True, False), (False, False, True)],
+    ids=["absent-both", "true-only-with-a-to-tag", "false-only-without"],
+)
+@pytest.mark.parametrize("how", ["yaml", "oneline"])
+def test_in_dialog_is_whether_the_request_has_a_to_tag(
+        in_dialog: bool | None, with_tag: bool, without_tag: bool, how: str) -> None:
+    if how == "yaml":
+        key = "" if in_dialog is None else f", in_dialog: {str(in_dialog).lower()}"
+        match = match_of(f"{{method: BYE{key}}}")
+    else:
+        option = "" if in_dialog is None else f";in_dialog={str(in_dialog).lower()}"
+        match = spec_match(f"BYE->481{option}")
+    assert match.in_dialog is in_dialog
+    assert matches(match, request("BYE", to=IN_DIALOG_TO), SOURCE) is with_tag
+    assert matches(match, request("BYE"), SOURCE) is without_tag
+    # explain() agrees and says why
+    assert (explain(match, request("BYE", to=IN_DIALOG_TO), SOURCE) == []) is with_tag
+    assert (explain(match, request("BYE"), SOURCE) == []) is without_tag
+
+
+def test_explain_names_in_dialog() -> None:
+    assert explain(spec_match("BYE->481;in_dialog=true"), request("BYE"), SOURCE) == [
+        "in_dialog: true, and the request has no To tag"]
+    why = explain(spec_match("BYE->481;in_dialog=false"), request("BYE", to=IN_DIALOG_TO),
+                  SOURCE)
+    assert why == ["in_dialog: false, and the request has a To tag ('ours-1')"]
+
+
+def test_in_dialog_rules_are_not_plain_and_select_sees_through_them() -> None:
+    rs = ruleset("BYE->481;in_dialog=false", "BYE->200", "INVITE->486;in_dialog=true",
+                 "OPTIONS->200")
+    assert "BYE" not in rs.plain and "INVITE" not in rs.plain
+    assert rs.plain["OPTIONS"] is rs.rules[3]
+    assert [c[2] for c in rs.candidates["BYE"]] == [False, True]  # not "method only"
+    seeded = Seeded(1)
+    assert select(rs, request("BYE"), SOURCE, seeded) is rs.rules[0]
+    assert select(rs, request("BYE", to=IN_DIALOG_TO), SOURCE, seeded) is rs.rules[1]
+    assert select(rs, request("INVITE"), SOURCE, seeded) is None
+    assert select(rs, request("INVITE", to=IN_DIALOG_TO), SOURCE, seeded) is rs.rules[2]
+
+
+def test_select_in_dialog_takes_only_in_dialog_true_rules() -> None:
+    """A re-INVITE is the engine's to answer (SPEC §8.2) unless an in_dialog: true rule
+    takes it: rules about INVITE without in_dialog never do."""
+    rs = ruleset("INVITE->486", "INVITE@2000->503;in_dialog=true", "*->500;in_dialog=true",
+                 "INVITE->180,200/2s;in_dialog=false")
+    seeded = Seeded(1)
+    reinvite = request("INVITE", to=IN_DIALOG_TO)
+    assert select_in_dialog(rs, reinvite, SOURCE, seeded) is rs.rules[2]
+    to_2000 = request("INVITE", "sip:2000@lab.example", to="<sip:2000@lab.example>;tag=x")
+    assert select_in_dialog(rs, to_2000, SOURCE, seeded) is rs.rules[1]
+    assert select_in_dialog(ruleset("INVITE->486", "UPDATE->500"),
+                            request("UPDATE", to=IN_DIALOG_TO), SOURCE, seeded) is None
+    assert select_in_dialog(ruleset("UPDATE->491;in_dialog=true;p=0"),
+                            request("UPDATE", to=IN_DIALOG_TO), SOURCE, seeded) is None

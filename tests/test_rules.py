@@ -14,6 +14,7 @@ from responder.rules.loader import (
     build_ruleset,
     default_rules_text,
     dump,
+    in_front,
     load_file,
     load_text,
 )
@@ -83,7 +84,14 @@ def rule_view(rule: Rule) -> tuple[Any, ...]:
         tuple(step_view(s) for s in rule.reply),
         rule.drop_first,
         tuple(fault_view(s) for s in rule.reply),
+        media_view(rule),
     )
+
+
+def media_view(rule: Rule) -> tuple[Any, ...]:
+    """SPEC §8: a rule's media as written and resolved, its steps', sdp: and in_dialog."""
+    return (rule.media_given, rule.media, rule.sdp_ignore, rule.match.in_dialog,
+            tuple((s.media_given, s.media) for s in rule.reply))
 
 
 def fault_view(step: Step) -> tuple[Any, ...]:
@@ -97,6 +105,9 @@ def ruleset_view(rs: RuleSet) -> tuple[Any, ...]:
         tuple(step_view(s) for s in rs.default),
         tuple(fault_view(s) for s in rs.default),
         rs.identity,
+        rs.media,
+        rs.media_port,
+        tuple((s.media_given, s.media) for s in rs.default),
     )
 
 
@@ -706,6 +717,9 @@ def roundtrip(rs: RuleSet) -> RuleSet:
                      id="drop-default"),
         pytest.param(lambda: load_text("default: [{code: 180, after: 0.5s}, {code: 599, "
                                        "after: 1s, reason: Odd}]\n", "x"), id="step-list-default"),
+        pytest.param(lambda: load_text(MEDIA_EXAMPLE, "x"), id="media-example"),
+        pytest.param(lambda: in_front([parse_rule(MEDIA_SPEC)[0]], [],
+                                      load_text(MEDIA_EXAMPLE, "x")), id="media-oneline"),
     ],
 )
 def test_dump_loads_back_to_an_equivalent_ruleset(make: Any) -> None:
@@ -713,6 +727,33 @@ def test_dump_loads_back_to_an_equivalent_ruleset(make: Any) -> None:
     again = roundtrip(original)
     assert ruleset_view(again) == ruleset_view(original)
     assert dump(again) == dump(original)  # normalised: dumping is a fixed point
+
+
+# SPEC §8: every media key, sdp: ignore and in_dialog, globally, per rule and per step.
+MEDIA_EXAMPLE = """\
+media: {codecs: [PCMA, G722, telephone-event], mode: sink, early: false, port: 40000}
+rules:
+  - match: {method: INVITE, in_dialog: true}
+    media: {mode: none}
+    respond: 200
+  - match: {method: INVITE, in_dialog: false}
+    sdp: ignore
+    media: {codecs: opus}
+    respond:
+      - {code: 183, media: {early: true}}
+      - {code: 200, after: 1s, media: {mode: echo, codecs: [PCMU]}}
+default: [{code: 200, media: {mode: echo}}]
+"""
+MEDIA_SPEC = "INVITE@9*->183,200;codecs=PCMU,PCMA;media=echo;early=true;sdp=ignore;in_dialog=false"
+
+
+def test_dump_writes_the_media_keys_back() -> None:
+    rs = load_text(MEDIA_EXAMPLE, "x")
+    again = roundtrip(rs)
+    assert again.media == rs.media and again.media_port == 40000
+    assert [media_view(r) for r in again.rules] == [media_view(r) for r in rs.rules]
+    # partial settings stay partial (the dump holds what was written, not the resolution)
+    assert "mode: none" in dump(rs) and dump(rs).count("codecs:") == 3
 
 
 def test_dump_keeps_probability_and_names() -> None:

@@ -30,7 +30,8 @@ _TAILS: dict[tuple[int, str, str | None], tuple[Step, Identity, bytes]] = {}
 TAILS_LIMIT = 4096  # distinct (step, method, Contact) tails kept; then the cache starts over
 
 
-def build_step(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes:
+def build_step(req: Request, ctx: Context, step: Step, tag: str | None,
+               session: bytes | None = None) -> bytes:
     """:func:`~responder.sip.builder.build` for a rule's step, with the part after CSeq cached.
 
     That part depends on the request only through its method (and, for a dialog-creating
@@ -51,11 +52,23 @@ def build_step(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes
             if len(_TAILS) >= TAILS_LIMIT:
                 _TAILS.clear()
             _TAILS[key] = (step, ctx.identity, rest)
+    if session is not None:  # the SDP answer (or offer) instead of the step's empty body
+        rest = with_body(rest, session)
     if _respond is not None:
         data = _respond(req, code, step.reason, tag, ctx.source, dialog, rest)
         if data is not None:
             return data
     return head(req, ctx, code, step.reason, tag).encode("utf-8", "surrogateescape") + rest
+
+
+_NO_BODY = b"Content-Length: 0\r\n\r\n"
+
+
+def with_body(rest: bytes, session: bytes) -> bytes:
+    """A cached tail without a body, given an SDP body (SPEC §8.1)."""
+    assert rest.endswith(_NO_BODY)
+    return (rest[: -len(_NO_BODY)] + b"Content-Type: application/sdp\r\nContent-Length: %d"
+            b"\r\n\r\n" % len(session) + session)
 
 
 # The compiled head (responder/_accel/_speedups.c), status line to Record-Route: when it is
@@ -64,15 +77,18 @@ _respond: Callable[[Request, int, str, str | None, Addr, bool, bytes], bytes | N
     COMPILED.respond if COMPILED else None)
 
 
-def build_fault(req: Request, ctx: Context, step: Step, tag: str | None) -> bytes:
+def build_fault(req: Request, ctx: Context, step: Step, tag: str | None,
+                session: bytes | None = None) -> bytes:
     """The response of a step with a ``fault`` (docs/faults.md), malformed on purpose.
 
     ``garbage`` is drawn from the seed and the transaction (and the status code), so a
     retransmitted request gets the same bytes.
     """
     fault = step.fault or ""
+    body, ctype = (step.body, step.content_type) if session is None else (session,
+                                                                           "application/sdp")
     data = build(req, ctx, step.code, step.reason, None if fault == "no-to-tag" else tag,
-                 step.headers, step.body, step.content_type)
+                 step.headers, body, ctype)
     txn = req.transaction_key
     return malform(data, fault, lambda n: ctx.seeded.noise(txn, f"garbage{step.code}", n))
 

@@ -16,11 +16,16 @@ CSeq number, so a re-INVITE's answer has a higher version and nothing keeps a ta
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, NamedTuple
 
-from responder.rules.model import NONE, MediaConfig
+from responder.core.limits import Expiring
+from responder.core.media import Media
+from responder.rules.model import ECHO, NONE, SINK, T1, T2, MediaConfig, Reply, Step
 from responder.sip import sdp
+from responder.sip.builder import Context
 from responder.sip.message import Request
+from responder.sip.seeded import Seeded
 
 OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
 SDP_TYPE = "application/sdp"
@@ -80,3 +85,127 @@ def events_pt(answer: bytes) -> int | None:
             pt = line[9:].split(b" ", 1)[0]
             return int(pt) if pt.isdigit() and len(pt) <= 3 else None
     return None
+
+
+# --- the engine's side of a call ------------------------------------------------------------
+def resend_times(t1: float = T1, t2: float = T2, until: float = 64 * T1) -> tuple[float, ...]:
+    """When a 2xx to INVITE is sent again, after the first (RFC 3261 §13.3.1.4: T1,
+    doubling to T2, until 64·T1): 0.5, 1.5, 3.5, 7.5, 11.5, ... 31.5 s."""
+    out: list[float] = []
+    at, step = 0.0, t1
+    while at + step <= until:
+        at += step
+        out.append(at)
+        step = min(2 * step, t2)
+    return tuple(out)
+
+
+RESEND_2XX = resend_times()
+
+
+class Talk(NamedTuple):
+    """What the responses to one offer-bearing request need to carry SDP."""
+
+    offer: sdp.Offer | None  # None: the INVITE had none (its 2xx carries our offer)
+    session: int             # the SDP session id of the dialog
+    address: str             # c= and o=: the address the request was sent to
+    port: int | None         # the media socket of that address (None: none open)
+
+
+def listen_address(local: tuple[str, int] | None, req: Request) -> str:
+    """The address a request was sent to, as far as the socket tells (a wildcard listen
+    address: the Request-URI's host, as our Contact does)."""
+    host = local[0] if local else ""
+    if host in ("", "0.0.0.0", "::"):
+        host = req.uri_host or "127.0.0.1"
+        if host.startswith("["):
+            host = host[1:-1]
+    return host.partition("%")[0]
+
+
+def session_of(talk: Talk, req: Request, cfg: MediaConfig) -> bytes:
+    return session_body(req, talk.offer, cfg, session=talk.session, address=talk.address,
+                        port=talk.port)
+
+
+def media_mode(cfg: MediaConfig, body: bytes) -> str:
+    """What the media socket does for a call we answered with ``body``: what the config
+    says, but nothing is sent back when our answer says we do not send (hold: recvonly,
+    inactive)."""
+    if cfg.mode == ECHO and (b"a=recvonly" in body or b"a=inactive" in body):
+        return SINK
+    return cfg.mode
+
+
+class Answers(NamedTuple):
+    """The SDP a request's responses carry: per step (``id(step)``) the body and the media
+    config it was made with, and where the caller's RTP comes from (the offer's)."""
+
+    bodies: dict[int, tuple[bytes, MediaConfig]]
+    target: tuple[str, int] | None
+
+
+class Dialogs:
+    """Dialogs that a BYE ended (a second BYE gets 481, SPEC §8.2), remembered for
+    ``ttl`` seconds, at most ``limit`` of them (the oldest forgotten first)."""
+
+    def __init__(self, limit: int, ttl: float) -> None:
+        # (Call-ID, From tag) -> the CSeq number of the BYE that ended it
+        self.ended: Expiring[tuple[str | None, str | None], int] = Expiring(limit, ttl)
+
+    def end(self, call_id: str | None, from_tag: str | None, cseq: int, now: float) -> bool:
+        """A BYE (CSeq ``cseq``) ends the dialog: False when another BYE already had (the
+        same BYE again is a retransmission, answered again)."""
+        key = (call_id, from_tag)
+        by = self.ended.get(key, now)
+        if by is not None:
+            return by == cseq
+        self.ended.put(key, cseq, now)
+        return True
+
+    def clear(self) -> None:
+        self.ended.clear()
+
+
+def answers_for(req: Request, ctx: Context, reply: Reply, base: MediaConfig, seeded: Seeded,
+                media_ports: Mapping[str, int]) -> Answers | Step | None:
+    """The SDP of ``reply``'s steps to an INVITE or UPDATE (SPEC §8.1), with ``base`` the
+    rule's media settings: None when no step carries any; a Step to send instead: 400 Bad
+    SDP, or 488 when nothing of the offer is acceptable (unless the rule answers 488)."""
+    carrying = [s for s in reply if not s.body and carries_session(req, s.code, s.media or base)]
+    if not carrying:
+        return None
+    local = listen_address(ctx.local, req)
+    try:
+        offer = read_session(req)
+    except sdp.BadSdp as exc:
+        why = str(exc).replace('"', "'")
+        return Step.make(400, reason="Bad SDP", headers=(("Warning", f'399 {local} "{why}"'),))
+    if offer is None and req.method != "INVITE":
+        return None  # an UPDATE without an offer: nothing to answer
+    talk = Talk(offer, session_id(seeded.session_digest(req.call_id, req.from_tag)), local,
+                media_ports.get(ctx.local[0] if ctx.local else local))
+    bodies: dict[int, tuple[bytes, MediaConfig]] = {}
+    for step in carrying:
+        cfg = step.media or base
+        body = session_of(talk, req, cfg)
+        if body is NOT_ACCEPTABLE:
+            if any(s.code == 488 for s in reply):
+                return None
+            return Step.make(488, headers=(("Warning", WARNING_305.format(host=local)),))
+        bodies[id(step)] = (body, cfg)
+    return Answers(bodies, offer.audio_target() if offer is not None else None)
+
+
+def late_answer(media: Media, req: Request) -> None:
+    """The ACK of a delayed offer carries the caller's answer: where its RTP comes from."""
+    call = media.calls.get(req.call_id or "")
+    if call is None:
+        return
+    try:
+        body = sdp.sdp_of(req.header("content-type"), req.body)
+        target = sdp.read_offer(body).audio_target() if body is not None else None
+    except sdp.BadSdp:
+        return
+    if target is not None:
+        media.expect(call.call_id, target, call.mode, call.events_pt)

@@ -20,6 +20,8 @@ class Counters:
     pending_overflow: int = 0
     held: int = 0     # transmissions swallowed by drop_first
     repeats: int = 0  # extra copies of final responses sent by repeat
+    resent: int = 0   # 2xx to INVITE sent again while no ACK came (SPEC §4)
+    acked: int = 0    # ... of which the ACK came
     discarded: Counter[str] = field(default_factory=Counter)
     # Parsed requests by method (metrics). Bounded: past METHODS_LIMIT distinct names,
     # new ones count as OTHER_METHOD (a scanner's random methods cannot grow it).

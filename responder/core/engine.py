@@ -23,15 +23,35 @@ import zlib
 from collections.abc import Iterable
 
 from responder.core.answer import build_fault, build_step
+from responder.core.calls import (
+    OFFER_METHODS,
+    RESEND_2XX,
+    Answers,
+    Dialogs,
+    answers_for,
+    events_pt,
+    late_answer,
+    media_mode,
+)
 from responder.core.counters import METHODS_LIMIT, OTHER_METHOD, Counters
-from responder.core.effects import Arrived, Dropped, Effect, Exchange, Handoff, Inbound, Send
+from responder.core.digest import authorize
+from responder.core.effects import (
+    UDP,
+    Arrived,
+    Dropped,
+    Effect,
+    Exchange,
+    Handoff,
+    Inbound,
+    Send,
+)
 from responder.core.faults import Faults
 from responder.core.keep import answer_weight, for_answers
 from responder.core.limits import LIMITS, RETRY_AFTER, Gate, IPNetwork, Limits, TableStat
+from responder.core.media import Media
 from responder.core.transactions import Pending, Queued, Transactions, txn_key
-from responder.rules.matcher import select
+from responder.rules.matcher import select, select_in_dialog
 from responder.rules.model import Reply, Rule, RuleSet, Step
-from responder.sip.auth import AuthConfig, Verdict, challenge, verify
 from responder.sip.builder import Context
 from responder.sip.errors import Discard
 from responder.sip.message import Request
@@ -44,9 +64,15 @@ CANCEL_RULE = "cancel"          # 200/487 of a CANCEL that stopped pending steps
 NO_TXN_RULE = "no-transaction"  # 481 to an unmatched CANCEL
 REQUIRE_RULE = "require"        # 420 for unsupported Require tags
 OVERLOAD_RULE = "pending-full"  # 503 to a request whose delayed steps have no room
+NO_DIALOG_RULE = "no-dialog"    # 481 to an in-dialog request of a dialog we never made
+IN_DIALOG_RULE = "in-dialog"    # 200 + answer to a re-INVITE or UPDATE (SPEC §8.2)
+BAD_SDP_RULE = "bad-sdp"        # 400 Bad SDP: an offer we cannot read
+NO_MEDIA_RULE = "not-acceptable"  # 488 + Warning 305: nothing of the offer is acceptable
 # SPEC §10: a request that needs a pending entry when the table is full (entries or bytes)
 # gets this INSTEAD of its steps: a final answer at once, never a 180 and then silence.
 OVERLOAD = Step.make(503, headers=(("Retry-After", str(RETRY_AFTER)),))
+NO_DIALOG = Step.make(481)
+IN_DIALOG_OK = Step.make(200)
 # The discard reason of a message whose handling raised: counted, never a traceback, and
 # never the loss of the other messages read with it (SPEC §10).
 INTERNAL_ERROR = "internal-error"
@@ -85,6 +111,10 @@ class Engine:
         self.txns = Transactions(limits)
         self.faults = Faults(limits)
         self._gate = Gate.make(allow, rate_limit, limits)
+        self.dialogs = Dialogs(limits.completed, limits.remember)
+        self.media = Media(int.from_bytes(seeded.session_digest("ssrc", None)[:4], "big"))
+        # listen host -> the port of its media socket (the server opens them; SPEC §8.3)
+        self.media_ports: dict[str, int] = {}
 
     # --- public ----------------------------------------------------------------
     def set_rules(self, ruleset: RuleSet) -> None:
@@ -95,6 +125,8 @@ class Engine:
         """Drop every pending step and remembered transaction (a test's clean slate)."""
         self.txns.clear()
         self.faults.clear()
+        self.dialogs.clear()
+        self.media.clear()
         if self._gate is not None and self._gate.rate is not None:
             self._gate.rate.clear()
 
@@ -168,6 +200,10 @@ class Engine:
     def _handle(self, req: Request, inbound: Inbound, now: float, handed: bool) -> list[Effect]:
         if req.method == "ACK":
             self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
+            if self.txns.acks and self.txns.acked(req.call_id, req.cseq_num, now):
+                self.counters.acked += 1  # ... but it stops the resending of a 2xx (SPEC §4)
+            if req.body and req.call_id in self.media.calls:
+                late_answer(self.media, req)  # delayed offer: the caller's answer
             return []
         ruleset = self.ruleset
         source = inbound.source
@@ -185,11 +221,18 @@ class Engine:
             if done is not None:
                 self.counters.retransmissions += 1
                 return [self._again(s, now, inbound, arrival) for s in done]
+        chosen: Rule | None = None  # a rule the dialog check already chose
+        if req.to_tag is not None and req.method != "CANCEL":
+            known = self._in_dialog(req, ctx, inbound, now, arrival)
+            if type(known) is list:
+                return known
+            chosen = known if isinstance(known, Rule) else None
         plain = ruleset.plain.get(req.method)
-        if plain is not None and not req.require:
+        if plain is not None and not req.require and chosen is None:
             # RuleSet.plain: the rule select() would choose, known without the search, and one
             # that needs nothing below (no credentials, no owner worker, no fault memory).
-            return self._answer(req, ctx, plain.reply, plain.name, now, arrival)
+            return self._answer(req, ctx, plain.reply, plain.name, now, arrival, plain,
+                                inbound.transport)
 
         owner = None
         if self.shard is not None and not handed:
@@ -209,11 +252,11 @@ class Engine:
                 step = Step.make(420)
                 return [self._emit(req, ctx, step, self._tag(req), REQUIRE_RULE, now, arrival)]
 
-        rule = select(ruleset, req, source[0], self.seeded)
+        rule = chosen or select(ruleset, req, source[0], self.seeded)
         lab = False  # fault injection (precomputed at load): the one branch off the hot path
         if rule is not None:
             if rule.auth and ruleset.auth is not None:
-                reply, name = self._authorize(rule, ruleset.auth, req, source, now)
+                reply, name = authorize(rule, ruleset.auth, req, source, now, self.seeded)
             else:
                 reply, name = rule.reply, rule.name
             lab = rule.lab
@@ -229,7 +272,7 @@ class Engine:
         if lab:
             return self._lab(req, ctx, reply, name, now, arrival,
                              rule.drop_first if rule else 0)
-        return self._answer(req, ctx, reply, name, now, arrival)
+        return self._answer(req, ctx, reply, name, now, arrival, rule, inbound.transport)
 
     def _rule_of(self, req: Request, out: list[Effect]) -> str | None:
         """The rule that answered ``req`` (for the journal): the first response's or drop's,
@@ -246,13 +289,21 @@ class Engine:
 
     def _emit(
         self, req: Request, ctx: Context, step: Step, tag: str, rule: str, time: float,
-        arrival: int, delay: float = 0.0,
+        arrival: int, delay: float = 0.0, answers: Answers | None = None,
     ) -> Send:
-        """One response, sent at ``time``, ``delay`` after the request arrived."""
-        if step.fault is None:
-            data = build_step(req, ctx, step, tag)
+        """One response, sent at ``time``, ``delay`` after the request arrived;
+        ``answers``: the SDP of the steps that carry one (SPEC §8.1)."""
+        made = answers.bodies.get(id(step)) if answers is not None else None
+        if made is None:
+            data = (build_step(req, ctx, step, tag) if step.fault is None
+                    else build_fault(req, ctx, step, tag))
         else:
-            data = build_fault(req, ctx, step, tag)
+            body, cfg = made
+            data = (build_step(req, ctx, step, tag, body) if step.fault is None
+                    else build_fault(req, ctx, step, tag, body))
+            assert answers is not None
+            self.media.expect(req.call_id or "", answers.target, media_mode(cfg, body),
+                              events_pt(body))
         self.counters.answered += 1
         # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function.
         exch = _new(Exchange, (time, ctx.source, req.method, req.uri, req.call_id, step.code,
@@ -273,29 +324,79 @@ class Engine:
         return Send(inbound.source, sent.data, exch, inbound.local, inbound.conn)
 
     def _answer(self, req: Request, ctx: Context, reply: Reply, rule: str, now: float,
-                arrival: int) -> list[Effect]:
+                arrival: int, how: Rule | None = None, transport: str = UDP,
+                ) -> list[Effect]:
+        """Send ``reply``'s immediate steps, keep its delayed ones; ``how``: the rule that
+        chose it (its media settings), ``transport``: a 2xx to INVITE is resent on UDP."""
         if not reply:
             self.counters.dropped += 1
             return [self._dropped(req, ctx, "drop", rule, now, arrival)]
         tag = self.seeded.to_tag(req.call_id, req.from_tag)
+        answers = None
+        if req.method in OFFER_METHODS and not (how is not None and how.sdp_ignore):
+            base = (how.media if how is not None else None) or self.ruleset.media
+            talk = answers_for(req, ctx, reply, base, self.seeded, self.media_ports)
+            if isinstance(talk, Step):  # 400 Bad SDP or 488: instead of the rule's reply
+                name = BAD_SDP_RULE if talk.code == 400 else NO_MEDIA_RULE
+                return [self._emit(req, ctx, talk, tag, name, now, arrival)]
+            answers = talk
         kept = None
         size = 0
         if reply[-1].after > 0:  # delayed steps (they come last): decide before sending
             kept = for_answers(req)
-            size = answer_weight(kept, max(len(s.body) for s in reply))
+            size = answer_weight(kept, max(len(s.body) for s in reply)
+                                 + (len(answers.bodies) * 400 if answers else 0))
             if not self.txns.room(size):
                 return [self._refuse(req, ctx, tag, now, arrival)]
         out: list[Effect] = []
         i = 0
         while i < len(reply) and reply[i].after <= 0:
-            out.append(self._emit(req, ctx, reply[i], tag, rule, now, arrival))
+            out.append(self._emit(req, ctx, reply[i], tag, rule, now, arrival, 0.0, answers))
             i += 1
+        last = out[-1] if out else None
+        assert last is None or type(last) is Send
         if kept is not None:
             queue: list[Queued] = [(now + s.after, s, s.after) for s in reply[i:]]
-            last = out[-1] if out else None
-            assert last is None or type(last) is Send
-            self._hold(Pending(kept, ctx, tag, rule, arrival, queue, last, size=size))
+            self._hold(Pending(kept, ctx, tag, rule, arrival, queue, last, size=size,
+                               answers=answers,
+                               resend=transport == UDP and req.method == "INVITE"))
+        elif (last is not None and transport == UDP and req.method == "INVITE"
+              and 200 <= reply[-1].code < 300):
+            self._resend(req, ctx, tag, rule, arrival, last, now)
         return out
+
+    def _in_dialog(self, req: Request, ctx: Context, inbound: Inbound, now: float,
+                   arrival: int) -> list[Effect] | Rule | None:
+        """A request with a To tag (SPEC §8.2): 481 when the tag is not one we issue or the
+        dialog was ended by a BYE; a re-INVITE or UPDATE gets 200 and its answer at once
+        unless a rule says ``in_dialog: true`` (that rule); None: the rules decide."""
+        assert req.to_tag is not None
+        tag = req.to_tag
+        if not self.seeded.ours(tag, req.call_id, req.from_tag) or (
+                req.method == "BYE"
+                and not self.dialogs.end(req.call_id, req.from_tag, req.cseq_num, now)):
+            return [self._emit(req, ctx, NO_DIALOG, tag, NO_DIALOG_RULE, now, arrival)]
+        if req.method in OFFER_METHODS:
+            rule = select_in_dialog(self.ruleset, req, inbound.source[0], self.seeded)
+            if rule is None:
+                return self._answer(req, ctx, (IN_DIALOG_OK,), IN_DIALOG_RULE, now, arrival,
+                                    None, inbound.transport)
+            return rule
+        return None
+
+    def _resend(self, req: Request, ctx: Context, tag: str, rule: str, arrival: int,
+                sent: Send, now: float) -> None:
+        """A 2xx to INVITE over UDP is sent again (T1 doubling to T2) until its ACK comes or
+        64·T1 pass (SPEC §4). Best effort: with the pending table full it is not."""
+        kept = for_answers(req)
+        size = answer_weight(kept, len(sent.data))
+        if not self.txns.room(size):
+            return
+        entry = Pending(kept, ctx, tag, rule, arrival,
+                        [(now + t, None, t) for t in RESEND_2XX], sent, True, size=size,
+                        resend=True)
+        if self.txns.hold(entry):
+            self.txns.await_ack(entry)
 
     def _refuse(self, req: Request, ctx: Context, tag: str, now: float, arrival: int) -> Send:
         """The pending table is full: 503 with Retry-After, counted (SPEC §10). Not
@@ -314,14 +415,23 @@ class Engine:
                 last = entry.last
                 assert last is not None and last.exchange is not None
                 entry.copies += 1
-                self.counters.repeats += 1
+                if entry.resend:
+                    self.counters.resent += 1
+                else:
+                    self.counters.repeats += 1
                 sent = last._replace(exchange=last.exchange._replace(time=at,
                                                                      repeat=entry.copies))
             else:
                 sent = self._emit(entry.req, entry.ctx, step, entry.tag, entry.rule, at,
-                                  entry.arrival, delay)
+                                  entry.arrival, delay, entry.answers)
                 entry.last = sent
                 entry.final = step.final
+                if entry.resend and step.final and not queue:
+                    if 200 <= step.code < 300:  # SPEC §4: resent until the ACK
+                        queue.extend((at + t, None, delay + t) for t in RESEND_2XX)
+                        self.txns.await_ack(entry)
+                    else:
+                        entry.resend = False
             out.append(sent)
         return out
 
@@ -354,26 +464,6 @@ class Engine:
         if entry.queue:
             self._hold(entry)
         return out
-
-    def _authorize(
-        self, rule: Rule, cfg: AuthConfig, req: Request, source: tuple[str, int], now: float
-    ) -> tuple[Reply, str]:
-        """``auth: digest``: valid credentials get the rule's reply, others a fresh challenge.
-
-        SPEC §5: no credentials or wrong ones (an unknown user included) get 401
-        (407 with ``challenge: proxy``); a right answer to an expired nonce gets a
-        challenge with ``stale=true`` (RFC 2617 §3.2.1).
-        """
-        key = "proxy-authorization" if rule.proxy_challenge else "authorization"
-        verdict = verify(cfg, req, key, self.seeded, now, source[0])
-        if verdict is Verdict.OK:
-            return rule.reply, rule.name
-        value = challenge(cfg, self.seeded.nonce(now, source[0]), verdict is Verdict.STALE)
-        if rule.proxy_challenge:
-            step = Step.make(407, headers=(("Proxy-Authenticate", value),))
-        else:
-            step = Step.make(401, headers=(("WWW-Authenticate", value),))
-        return (step,), f"{rule.name} {verdict.value}-credentials"
 
     def _cancel(self, req: Request, ctx: Context, now: float, arrival: int
                 ) -> list[Effect] | None:

@@ -18,6 +18,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from responder.core.calls import Answers
 from responder.core.effects import Send
 from responder.core.keep import STR
 from responder.core.limits import Expiring, Limits, TableStat
@@ -47,6 +48,8 @@ class Pending:
     final: bool = False      # the final response went out: only repeats are left
     copies: int = 0
     size: int = 0            # its weight in bytes (keep.answer_weight)
+    answers: Answers | None = None  # the SDP its 2xx and 183 carry (SPEC §8.1), if any
+    resend: bool = False     # a 2xx to INVITE over UDP: resent until its ACK (SPEC §4)
 
 
 COMPLETED = 480  # a completed entry beyond its responses: table slot, tuples, list, Exchange
@@ -73,12 +76,36 @@ class Transactions:
             limits.completed, limits.remember, limits.completed_bytes, sends_weight)
         self.overflow = 0
         self.bytes = 0  # what the pending entries weigh
+        # (Call-ID, CSeq number) -> the INVITE whose 2xx is resent until this ACK comes
+        # (the ACK of a 2xx has a branch of its own). One per pending entry at most.
+        self.acks: dict[tuple[str | None, int], TxnKey] = {}
 
     def clear(self) -> None:
         self.pending.clear()
         self._heap.clear()
         self.completed.clear()
+        self.acks.clear()
         self.bytes = 0
+
+    def await_ack(self, entry: Pending) -> None:
+        """``entry`` resends its 2xx until the ACK of (Call-ID, CSeq) arrives."""
+        req = entry.req
+        self.acks[(req.call_id, req.cseq_num)] = txn_key(req)
+
+    def acked(self, call_id: str | None, cseq_num: int, now: float) -> bool:
+        """An ACK arrived: the 2xx it acknowledges is not resent any more."""
+        key = self.acks.pop((call_id, cseq_num), None)
+        entry = self.pending.get(key) if key is not None else None
+        if key is None or entry is None or not entry.final:
+            return False
+        self.take(key)
+        self.remember(key, [entry.last] if entry.last else [], now)
+        return True
+
+    def _forget_ack(self, entry: Pending) -> None:
+        if entry.resend:
+            req = entry.req
+            self.acks.pop((req.call_id, req.cseq_num), None)
 
     def answered(self, key: TxnKey, now: float) -> list[Send] | None:
         """What was sent for ``key`` so far, when it is a retransmission; else None."""
@@ -119,6 +146,7 @@ class Transactions:
         entry = self.pending.pop(key, None)
         if entry is not None:
             self.bytes -= entry.size
+            self._forget_ack(entry)
         return entry
 
     def remember(self, key: TxnKey, sends: list[Send], now: float) -> None:
@@ -148,6 +176,7 @@ class Transactions:
             else:
                 del self.pending[key]
                 self.bytes -= entry.size
+                self._forget_ack(entry)
                 self.remember(key, [entry.last] if entry.last else [], now)
 
     def _push(self, due: float, key: TxnKey) -> None:

@@ -19,7 +19,10 @@ import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from responder.rules.dump import document
+from responder.rules.media import read_media, validate_media
 from responder.rules.model import (
+    DEFAULT_MEDIA,
     Identity,
     IPNetwork,
     Match,
@@ -34,7 +37,6 @@ from responder.rules.model import (
     validate_rule,
 )
 from responder.rules.oneline import (
-    format_delay,
     glob,
     is_oneline,
     parse_code,
@@ -141,7 +143,7 @@ class _Walker:
         if isinstance(node, ScalarNode):
             return Step.make(self.code(node))
         known = ("code", "after", "jitter", "reason", "headers", "body", "content_type",
-                 "repeat", "fault")
+                 "repeat", "fault", "media")
         m = self.mapping(node, "a step", known)
         if "code" not in m:
             raise self.error(node, "a step needs a code")
@@ -166,8 +168,9 @@ class _Walker:
             if "content_type" in m else None
         if body and content_type is None:
             raise self.error(m["body"][1], "a body needs a content_type")
+        media = read_media(self, m["media"][1])[0] if "media" in m else None
         return Step.make(code, after, reason, tuple(headers), body, content_type,
-                         **self.faults(m, code))
+                         **self.faults(m, code), media=media)
 
     def reply(self, node: Node) -> Reply:
         """The steps as written; :func:`validate_rule` judges them (see :meth:`where`)."""
@@ -188,6 +191,10 @@ class _Walker:
 
         def at(i: int, key: str) -> str:
             name, is_key = key.rstrip(":"), key.endswith(":")
+            if "." in name:  # media.codecs.2: where that value is written (or nearest)
+                first, path = name.split(".", 1)
+                pair = (top if i < 0 or i >= len(steps) else self._keys(steps[i])).get(first)
+                return self.at(self.descend(pair[1], path)) if pair else at(i, first + ":")
             if i < 0 or i >= len(steps):
                 pair = top.get(name)
                 return self.at(pair[0 if is_key else 1]) if pair else self.at(rule or reply)
@@ -204,6 +211,19 @@ class _Walker:
 
         return at
 
+    def descend(self, node: Node, path: str) -> Node:
+        """The node at ``path`` (``codecs.2``: key codecs, item 2) under ``node``, or the
+        deepest one on the way that exists."""
+        for part in path.split("."):
+            if isinstance(node, SequenceNode) and part.isdigit() and int(part) < len(
+                    node.value):
+                node = node.value[int(part)]
+            elif part in (keys := self._keys(node)):
+                node = keys[part][1]
+            else:
+                break
+        return node
+
     @staticmethod
     def _keys(node: Node) -> dict[str, tuple[Node, Node]]:
         if not isinstance(node, MappingNode):
@@ -217,8 +237,12 @@ class _Walker:
             raise self.error(node, str(exc)) from None
 
     def match(self, node: Node) -> Match:
-        known = ("method", "user", "from_user", "to_user", "source", "headers")
+        known = ("method", "user", "from_user", "to_user", "source", "headers", "in_dialog")
         m = self.mapping(node, "match", known)
+        in_dialog = self.scalar(m["in_dialog"][1]) if "in_dialog" in m else None
+        if not isinstance(in_dialog, bool | None):
+            raise self.error(m["in_dialog"][1], f"in_dialog must be true (only requests with "
+                             f"a To tag) or false (only without), not {in_dialog!r}")
         methods: frozenset[str] | None = None
         if "method" in m:
             names = [self.text(n, "method") for n in self.items(m["method"][1])]
@@ -254,11 +278,12 @@ class _Walker:
             to_user=pick("to_user"),
             source=tuple(source),
             headers=tuple(headers),
+            in_dialog=in_dialog,
         )
 
     def rule(self, node: Node, index: int, auth: AuthConfig | None) -> Rule:
         known = ("name", "match", "respond", "probability", "auth", "challenge",
-                 "drop_first", "repeat")
+                 "drop_first", "repeat", "media", "sdp")
         m = self.mapping(node, "a rule", known)
         digest = False
         if "auth" in m:
@@ -302,6 +327,9 @@ class _Walker:
                                                  "final step: keep one")
             reply = (*reply[:-1], replace(reply[-1],
                                           repeat=self.integer(m["repeat"][1], "repeat")))
+        if "sdp" in m and self.scalar(m["sdp"][1]) != "ignore":
+            raise self.error(m["sdp"][1], "sdp: the only value is ignore (the body is opaque: "
+                                          "no answer, no 488, no 400 Bad SDP)")
         rule = Rule(
             match=match,
             reply=reply,
@@ -311,6 +339,8 @@ class _Walker:
             auth=digest,
             proxy_challenge=proxy,
             drop_first=drop_first,
+            sdp_ignore="sdp" in m,
+            media_given=read_media(self, m["media"][1])[0] if "media" in m else None,
         )
         self.warnings += validate_rule(rule, self.where(node, m["respond"][1]))
         return rule
@@ -369,7 +399,15 @@ def load_text(text: str, filename: str) -> RuleSet:
         raise RuleError(f"{filename}:1:1: {exc}") from None
     if root is None:
         raise RuleError(f"{filename}:1:1: the file is empty (expected rules:)")
-    top = walker.mapping(root, "the rules file", ("identity", "auth", "rules", "default"))
+    top = walker.mapping(root, "the rules file",
+                         ("identity", "auth", "media", "rules", "default"))
+    media, port = DEFAULT_MEDIA, 0
+    if "media" in top:
+        node = top["media"][1]
+        patch, given_port = read_media(walker, node, top=True)
+        walker.warnings += validate_media(
+            patch, lambda key: walker.at(walker.descend(node, key)), given_port)
+        media, port = patch.over(DEFAULT_MEDIA), given_port or 0
     auth = walker.auth(top["auth"][1]) if "auth" in top else None
     identity = walker.identity(top["identity"][1]) if "identity" in top else Identity()
     rules: list[Rule] = []
@@ -384,7 +422,7 @@ def load_text(text: str, filename: str) -> RuleSet:
         default = walker.reply(node)
         walker.warnings += validate_reply(default, None, walker.where(None, node))
     return RuleSet(rules=tuple(rules), default=default, identity=identity,
-                   warnings=tuple(walker.warnings), auth=auth)
+                   warnings=tuple(walker.warnings), auth=auth, media=media, media_port=port)
 
 
 def step_from_mapping(step: Mapping[str, Any]) -> Step:
@@ -421,7 +459,8 @@ def base_ruleset(rules_file: str | None) -> RuleSet:
 
 def in_front(first: list[Rule], warnings: list[str], base: RuleSet) -> RuleSet:
     return RuleSet(rules=(*first, *base.rules), default=base.default, identity=base.identity,
-                   warnings=(*warnings, *base.warnings), auth=base.auth)
+                   warnings=(*warnings, *base.warnings), auth=base.auth, media=base.media,
+                   media_port=base.media_port)
 
 
 def load_rules_text(text: str, filename: str, rules_file: str | None = None,
@@ -438,62 +477,4 @@ def load_rules_text(text: str, filename: str, rules_file: str | None = None,
 
 def dump(ruleset: RuleSet) -> str:
     """The normalized rules as YAML (what ``--check`` prints); loads back to the same set."""
-
-    def reply(steps: Reply) -> Any:
-        if not steps:
-            return "drop"
-        out = []
-        for s in steps:
-            d: dict[str, Any] = {"code": s.code}
-            if s.after:
-                d["after"] = format_delay(s.after)
-            if s.jitter:
-                d["jitter"] = format_delay(s.jitter)
-            if s.reason_given:  # a phrase from the code table is not repeated
-                d["reason"] = s.reason
-            if s.headers:
-                d["headers"] = dict(s.headers)
-            if s.body:
-                d["body"] = s.body.decode()
-            if s.content_type:
-                d["content_type"] = s.content_type
-            if s.repeat != 1:
-                d["repeat"] = s.repeat
-            if s.fault is not None:
-                d["fault"] = s.fault
-            out.append(d)
-        return out
-
-    rules = []
-    for r in ruleset.rules:
-        match: dict[str, Any] = {"method": sorted(r.match.methods) if r.match.methods else "*"}
-        for key in ("user", "from_user", "to_user"):
-            p = getattr(r.match, key)
-            if p is not None:
-                match[key] = p.text
-        if r.match.source:
-            match["source"] = [str(n) for n in r.match.source]
-        if r.match.headers:
-            match["headers"] = {k: p.text for k, p in r.match.headers}
-        entry: dict[str, Any] = {"name": r.name, "match": match}
-        if r.auth:
-            entry["auth"] = "digest"
-            entry["challenge"] = "proxy" if r.proxy_challenge else "www"
-        if r.probability != 1.0:
-            entry["probability"] = r.probability
-        if r.drop_first:
-            entry["drop_first"] = r.drop_first
-        entry["respond"] = reply(r.reply)
-        rules.append(entry)
-    doc: dict[str, Any] = {
-        "identity": {"server": ruleset.identity.server,
-                     "supported": list(ruleset.identity.supported)},
-    }
-    if ruleset.auth is not None:
-        a = ruleset.auth
-        doc["auth"] = {"realm": a.realm, "users": {u: "***" for u in a.users},
-                       "algorithm": a.algorithm, "qop": "auth" if a.qop else "none",
-                       "nonce_lifetime": format_delay(a.nonce_lifetime)}
-    doc["rules"] = rules
-    doc["default"] = reply(ruleset.default)
-    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.safe_dump(document(ruleset), sort_keys=False, allow_unicode=True, width=100)

@@ -19,6 +19,9 @@ def matches(match: Match, req: Request, source_host: str) -> bool:
             return False
     elif req.method not in match.methods:
         return False
+    # SPEC §8.2: a request with a To tag is in a dialog.
+    if match.in_dialog is not None and match.in_dialog is (req.to_tag is None):
+        return False
     if match.user is not None and not match.user.matches(req.target_user):
         return False
     if match.from_user is not None and not match.from_user.matches(req.from_user):
@@ -49,6 +52,9 @@ def explain(match: Match, req: Request, source_host: str) -> list[str]:
             why.append(f"method {req.method} is only answered by a rule that names it")
     elif req.method not in match.methods:
         why.append(f"method {req.method} is not {'/'.join(sorted(match.methods))}")
+    if match.in_dialog is not None and match.in_dialog is (req.to_tag is None):
+        why.append("in_dialog: true, and the request has no To tag" if match.in_dialog
+                   else f"in_dialog: false, and the request has a To tag ({req.to_tag!r})")
     for key, pattern, value in (("user", match.user, req.target_user),
                                 ("from_user", match.from_user, req.from_user),
                                 ("to_user", match.to_user, req.to_user)):
@@ -83,5 +89,20 @@ def select(ruleset: RuleSet, req: Request, source_host: str, seeded: Seeded) -> 
         if rule.probability >= 1.0:
             return rule
         if seeded.draw(req.transaction_key, f"rule{index}") < rule.probability:
+            return rule
+    return None
+
+
+def select_in_dialog(ruleset: RuleSet, req: Request, source_host: str,
+                     seeded: Seeded) -> Rule | None:
+    """For a request the engine answers by itself in a dialog (SPEC §8.2: a re-INVITE or
+    an UPDATE with a To tag): the first rule with ``match: {in_dialog: true}`` that takes
+    it, its draw made as :func:`select` makes it; None: the engine's own answer."""
+    candidates = ruleset.candidates.get(req.method, ruleset.other_candidates)
+    for index, rule, _ in candidates:
+        if rule.match.in_dialog is not True or not matches(rule.match, req, source_host):
+            continue
+        if rule.probability >= 1.0 or \
+                seeded.draw(req.transaction_key, f"rule{index}") < rule.probability:
             return rule
     return None

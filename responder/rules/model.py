@@ -7,19 +7,28 @@ build these values, :mod:`.matcher` reads them.
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
 import ipaddress
 import math
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
 
+from responder.rules.errors import RuleError as RuleError
+from responder.rules.media import DEFAULT_MEDIA as DEFAULT_MEDIA
+from responder.rules.media import ECHO as ECHO
+from responder.rules.media import MEDIA_MODES as MEDIA_MODES
+from responder.rules.media import NONE as NONE
+from responder.rules.media import SINK as SINK
+from responder.rules.media import MediaConfig as MediaConfig
+from responder.rules.media import MediaPatch as MediaPatch
+from responder.rules.media import validate_media as validate_media
+from responder.rules.patterns import MAX_PATTERN_INPUT as MAX_PATTERN_INPUT
+from responder.rules.patterns import MAX_PATTERN_REPEATS as MAX_PATTERN_REPEATS
+from responder.rules.patterns import Pattern as Pattern
+from responder.rules.patterns import check_regex as check_regex
+from responder.rules.patterns import make_pattern as make_pattern
 from responder.sip import codes
 from responder.sip.auth import AuthConfig
 from responder.sip.builder import Identity as Identity
-from responder.sip.sdp import DEFAULT_CODECS
 
 # Methods a "*" rule never answers (SPEC §5): ACK is never answered at all, and only a
 # rule that names CANCEL answers one.
@@ -41,13 +50,12 @@ MAX_REPLY_BYTES = 16 * 1024  # bytes the steps of one reply add in all (repeats 
 MAX_DELAY = 3600.0         # seconds: a step's after (+ jitter) and a delay option, finite
 MAX_RULES = 10_000         # rules in one rule set (file, --rule and PUT /rules together)
 MAX_METHODS = 64           # distinct method names the rules of one set name
-MAX_PATTERN_INPUT = 256    # characters: a longer value never matches a re: pattern
-MAX_PATTERN_REPEATS = 2    # variable repeats (*, +, {m,n}) in one re: pattern
 
 # A locator: (step index, key) -> where that key is written, e.g. "FILE:LINE:COL" or
 # "--rule 'SPEC'". Step index -1 is the rule itself (probability, drop_first). Keys name
 # a value ("code", "after", "jitter", "repeat", "fault", "body", "reason"); a key ending in
-# ":" names the key itself ("repeat:"); "step" is the step as a whole.
+# ":" names the key itself ("repeat:"); "step" is the step as a whole; a dotted key is a
+# path ("media.codecs.2": the third name of the media codecs).
 Where = Callable[[int, str], str]
 
 # Malformed responses on purpose (``fault:``), name -> what the client receives.
@@ -60,32 +68,6 @@ FAULTS = {
 }
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# --- media of answered calls (SPEC §8): ``media:`` globally, per rule, per step ----------
-ECHO, SINK, NONE = "echo", "sink", "none"
-MEDIA_MODES = (ECHO, SINK, NONE)
-
-
-@dataclass(frozen=True, slots=True)
-class MediaConfig:
-    """How a call's media is answered: the codecs we accept (in the offer's order), what the
-    media socket does with its RTP (``echo``, ``sink``, ``none``: ``a=inactive``), and
-    whether a 183 carries the answer (early media)."""
-
-    codecs: tuple[str, ...] = DEFAULT_CODECS
-    mode: str = ECHO
-    early: bool = True
-
-    def __post_init__(self) -> None:
-        if self.mode not in MEDIA_MODES:
-            raise RuleError(f"media mode {self.mode!r}: one of {', '.join(MEDIA_MODES)}")
-
-
-DEFAULT_MEDIA = MediaConfig()
-
-
-class RuleError(Exception):
-    """A rule that cannot be loaded; ``str()`` is the full message with its location."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +85,9 @@ class Step:
     jitter: float = 0.0        # the delay is drawn from [after - jitter, after + jitter], >= 0
     repeat: int = 1            # the final response is sent this many times (Timer G spacing)
     fault: str | None = None   # a FAULTS name: the response is malformed on purpose
+    # SPEC §8: the step's ``media:`` as written, and resolved over its rule's (RuleSet).
+    media_given: MediaPatch | None = None
+    media: MediaConfig | None = field(default=None, compare=False)
 
     @staticmethod
     def make(
@@ -116,6 +101,7 @@ class Step:
         jitter: float = 0.0,
         repeat: int = 1,
         fault: str | None = None,
+        media: MediaPatch | None = None,
     ) -> Step:
         return Step(
             code=code,
@@ -128,6 +114,7 @@ class Step:
             jitter=jitter,
             repeat=repeat,
             fault=fault,
+            media_given=media,
         )
 
     @property
@@ -180,105 +167,6 @@ def repeat_offsets(repeat: int) -> tuple[float, ...]:
 
 
 @dataclass(frozen=True, slots=True)
-class Pattern:
-    """A glob or ``re:REGEX`` as written, and its compiled form.
-
-    ``literal``: a glob without wildcards, matched by equality (no regex run). ``bounded``:
-    a ``re:`` pattern, which never matches a value longer than MAX_PATTERN_INPUT.
-    """
-
-    text: str
-    regex: re.Pattern[str] | None  # None: ``literal``
-    literal: str | None = None
-    bounded: bool = True
-
-    def matches(self, value: str | None) -> bool:
-        if value is None:
-            return False
-        if self.regex is None:
-            return value == self.literal
-        if self.bounded and len(value) > MAX_PATTERN_INPUT:
-            return False
-        return self.regex.search(value) is not None
-
-
-def make_pattern(text: str) -> Pattern:
-    """A shell-style glob (fnmatch, case-sensitive, the whole value) or ``re:REGEX`` (a
-    search), checked (:func:`check_regex`); raises ValueError saying what is wrong."""
-    if text.startswith("re:"):
-        source = text[3:]
-        try:
-            regex = re.compile(source)
-        except re.error as exc:
-            raise ValueError(f"bad regular expression {source!r}: {exc}") from None
-        check_regex(source)
-        return Pattern(text, regex)
-    # fnmatch.translate anchors only the end; a glob matches the whole value. Its
-    # translation of several * cannot backtrack (lookahead and a backreference).
-    if not any(c in text for c in "*?["):
-        return Pattern(text, None, text, bounded=False)
-    return Pattern(text, re.compile(r"\A" + fnmatch.translate(text)), bounded=False)
-
-
-# The standard library's own regular-expression parser (re._parser, ``sre_parse`` before
-# 3.11): the tree it builds is what the matcher walks, so it is what backtracks.
-_sre: Any = importlib.import_module("re._parser")
-_REPEATS = {"MAX_REPEAT", "MIN_REPEAT"}
-
-
-def check_regex(source: str) -> None:
-    """Refuse the shapes that make Python's backtracking matcher exponential or steeply
-    polynomial on a value an attacker chooses (SPEC §10; docs/limits.md):
-
-    * a repeat inside a repeat (nested quantifiers: ``(a+)+``, ``(\\d*){2,}``);
-    * an alternation or a backreference inside a repeat (``(a|ab)*``, ``(a)\\1*``);
-    * more than MAX_PATTERN_REPEATS variable repeats in the whole pattern.
-
-    With these, and values of at most MAX_PATTERN_INPUT characters, one search costs at
-    most a few milliseconds (tests/test_rules_limits.py measures the worst shape).
-    Possessive repeats and atomic groups never backtrack and are not counted.
-    """
-    variable = 0
-
-    def walk(items: Any, inside: bool) -> None:
-        nonlocal variable
-        for op, av in items:
-            name = str(op)
-            if name in _REPEATS:
-                low, high, body = av
-                if inside and high > low:
-                    raise ValueError(f"the regular expression {source!r} repeats a repeat "
-                                     "(nested quantifiers backtrack exponentially)")
-                if high > low and high > 1:
-                    variable += 1
-                walk(body, inside or high > 1)
-            elif name == "BRANCH":
-                if inside:
-                    raise ValueError(f"the regular expression {source!r} repeats an "
-                                     "alternation (a|b): write a character class [ab] or "
-                                     "repeat each alternative on its own")
-                for branch in av[1]:
-                    walk(branch, inside)
-            elif name in ("GROUPREF", "GROUPREF_EXISTS") and inside:
-                raise ValueError(f"the regular expression {source!r} repeats a "
-                                 "backreference")
-            elif name == "SUBPATTERN":
-                walk(av[3], inside)
-            elif name in ("ASSERT", "ASSERT_NOT"):
-                walk(av[1], inside)
-            elif name == "GROUPREF_EXISTS":
-                walk(av[1], inside)
-                if av[2] is not None:
-                    walk(av[2], inside)
-            # POSSESSIVE_REPEAT and ATOMIC_GROUP never backtrack into their body.
-
-    walk(_sre.parse(source), False)
-    if variable > MAX_PATTERN_REPEATS:
-        raise ValueError(f"the regular expression {source!r} has {variable} variable repeats "
-                         f"(*, +, {{m,n}}): at most {MAX_PATTERN_REPEATS}")
-
-
-@dataclass(frozen=True, slots=True)
 class Match:
     methods: frozenset[str] | None = None  # None: any method but ACK and CANCEL
     user: Pattern | None = None
@@ -286,6 +174,8 @@ class Match:
     to_user: Pattern | None = None
     source: tuple[IPNetwork, ...] = ()
     headers: tuple[tuple[str, Pattern], ...] = ()  # canonical lower-case long header name
+    # SPEC §8.2: True only requests with a To tag, False only without, None both.
+    in_dialog: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +188,11 @@ class Rule:
     auth: bool = False       # ``auth: digest``: only valid credentials get ``reply``
     proxy_challenge: bool = False  # ``challenge: proxy``: 407 + Proxy-Authenticate
     drop_first: int = 0      # the first N transmissions of a transaction get no answer
+    sdp_ignore: bool = False  # ``sdp: ignore``: the body is opaque (no answer, 488 or 400)
+    # SPEC §8: ``media:`` as written; ``media`` is it resolved over the rule set's (by
+    # RuleSet), None when the rule writes none (then the set's applies).
+    media_given: MediaPatch | None = None
+    media: MediaConfig | None = field(default=None, compare=False)
     # Precomputed: the rule needs the engine's fault-injection path (not a plain reply, or
     # drop_first). The hot path branches on this one flag.
     lab: bool = field(init=False, repr=False, compare=False, default=False)
@@ -317,6 +212,8 @@ class RuleSet:
     identity: Identity = field(default_factory=Identity)
     warnings: tuple[str, ...] = ()
     auth: AuthConfig | None = None
+    media: MediaConfig = DEFAULT_MEDIA  # top-level ``media:`` (SPEC §8)
+    media_port: int = 0  # top-level ``media: {port:}``: the media socket's port, 0 a free one
     default_lab: bool = field(init=False, repr=False, compare=False, default=False)
     # Precomputed for the matcher: per method a rule names (and ACK, CANCEL), the rules
     # that can take it, in order; ``other_candidates`` for every other method.
@@ -330,6 +227,9 @@ class RuleSet:
     def __post_init__(self) -> None:
         object.__setattr__(self, "default_lab", not is_plain(self.default))
         check_size(self.rules)
+        object.__setattr__(self, "rules", tuple(resolve_media(r, self.media)
+                                                for r in self.rules))
+        object.__setattr__(self, "default", resolve_steps(self.default, self.media))
         # One pass over the rules (linear): a rule naming methods joins their lists, a "*"
         # rule joins every list but ACK's and CANCEL's (at most MAX_METHODS of them).
         lists: dict[str, list[Candidate]] = {
@@ -362,6 +262,32 @@ class RuleSet:
                 plain[method] = rule
         object.__setattr__(self, "plain", plain)
 
+    def media_for(self, rule: Rule | None, step: Step) -> MediaConfig:
+        """The finished media settings of ``step`` of ``rule`` (None: the default reply or
+        an answer of the engine's own): the step's, else the rule's, else the set's."""
+        if step.media is not None:
+            return step.media
+        if rule is not None and rule.media is not None:
+            return rule.media
+        return self.media
+
+
+def resolve_steps(reply: Reply, base: MediaConfig) -> Reply:
+    """``reply`` with each step's ``media`` resolved over ``base``."""
+    if all(s.media_given is None for s in reply):
+        return reply
+    return tuple(s if s.media_given is None else replace(s, media=s.media_given.over(base))
+                 for s in reply)
+
+
+def resolve_media(rule: Rule, base: MediaConfig) -> Rule:
+    """``rule`` with its media and its steps' resolved (partial settings inherit: the
+    rule's over ``base``, a step's over its rule's); the same object when it writes none."""
+    if rule.media_given is None and all(s.media_given is None for s in rule.reply):
+        return rule
+    media = None if rule.media_given is None else rule.media_given.over(base)
+    return replace(rule, media=media, reply=resolve_steps(rule.reply, media or base))
+
 
 def check_size(rules: Sequence[Rule]) -> None:
     """At most MAX_RULES rules naming at most MAX_METHODS methods; the error names the
@@ -379,7 +305,7 @@ def check_size(rules: Sequence[Rule]) -> None:
 
 def _method_only(match: Match) -> bool:
     return (match.user is None and match.from_user is None and match.to_user is None
-            and not match.source and not match.headers)
+            and not match.source and not match.headers and match.in_dialog is None)
 
 
 def locate(where: Sequence[str] | str | Where) -> Where:
@@ -401,9 +327,10 @@ def check_delay(seconds: float, what: str) -> str | None:
 
 
 def validate_rule(rule: Rule, where: Sequence[str] | str | Where) -> list[str]:
-    """Check a whole rule (its reply with :func:`validate_reply`, its probability and
-    drop_first); raise RuleError, return warnings. The one place rules are validated:
-    :mod:`.oneline`, :mod:`.loader` and the test toolkit build values, this judges them."""
+    """Check a whole rule (its reply with :func:`validate_reply`, its probability,
+    drop_first and ``media:`` with :func:`validate_media`); raise RuleError, return
+    warnings. The one place rules are validated: :mod:`.oneline`, :mod:`.loader` and the
+    test toolkit build values, this judges them."""
     at = locate(where)
     if not (0.0 <= rule.probability <= 1.0):  # also NaN
         raise RuleError(f"{at(-1, 'probability')}: probability must be a number from 0 to 1, "
@@ -413,7 +340,17 @@ def validate_rule(rule: Rule, where: Sequence[str] | str | Where) -> list[str]:
     if rule.drop_first and not rule.reply:
         raise RuleError(f"{at(-1, 'drop_first:')}: drop_first makes no sense with "
                         "respond: drop")
-    return validate_reply(rule.reply, rule.match.methods, at)
+    warnings = []
+    if rule.media_given is not None:
+        if not rule.reply:
+            raise RuleError(f"{at(-1, 'media:')}: media makes no sense with respond: drop")
+        warnings += validate_media(rule.media_given, media_at(at, -1))
+    return warnings + validate_reply(rule.reply, rule.match.methods, at)
+
+
+def media_at(at: Where, i: int) -> Callable[[str], str]:
+    """The locator of the ``media:`` keys of step ``i`` (-1: of the rule)."""
+    return lambda key: at(i, f"media.{key}")
 
 
 def validate_reply(
@@ -426,7 +363,8 @@ def validate_reply(
     MAX_DELAY (jitter included); at most MAX_STEP_BYTES of body, header lines and reason
     per step and MAX_REPLY_BYTES for all of them (copies sent by repeat counted);
     ``repeat`` only on the final response, 1 to REPEAT_MAX; ``fault`` a known
-    name. ``where`` locates a step's keys in messages (see :data:`Where`).
+    name; a step's ``media:`` (:func:`validate_media`). ``where`` locates a step's keys in
+    messages (see :data:`Where`).
     """
     at = locate(where)
     if len(steps) > MAX_STEPS:
@@ -474,6 +412,9 @@ def validate_reply(
             raise RuleError(f"{at(i, 'fault')}: unknown fault {step.fault!r} "
                             f"(known: {', '.join(FAULTS)})")
     warnings = []
+    for i, step in enumerate(steps):
+        if step.media_given is not None:
+            warnings += validate_media(step.media_given, media_at(at, i))
     non_invite = methods is None or any(m != "INVITE" for m in methods)
     odd = [i for i, s in enumerate(steps) if 100 < s.code < 200]
     if odd and non_invite:

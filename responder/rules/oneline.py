@@ -9,6 +9,16 @@
             | "drop_first=" INT      the first INT transmissions get no answer
             | "repeat=" INT          the final response is sent INT times (Timer G spacing)
             | "fault=" NAME          the last step is malformed on purpose (FAULTS)
+            | "media=" MODE          the rule's media.mode: echo, sink or none (SPEC §8.3)
+            | "codecs=" NAME {"," NAME}   the rule's media.codecs (a=rtpmap names)
+            | "early=" BOOL          the rule's media.early: does a 183 carry the answer
+            | "sdp=ignore"           the rule's body is opaque: no answer, 488 or 400
+            | "in_dialog=" BOOL      match only requests with (true) / without a To tag
+    BOOL   := "true" | "false"
+
+The media options and ``sdp=`` are the rule's (its every step); options apply where they
+are written. The options are split at ";" first, so the commas of ``codecs=`` never meet
+the commas between steps.
 
 Errors read ``--rule 'SPEC': what is wrong``.
 """
@@ -19,6 +29,7 @@ import math
 import re
 from dataclasses import replace
 
+from responder.rules.media import MediaPatch, split_codecs
 from responder.rules.model import (
     Match,
     Pattern,
@@ -66,14 +77,15 @@ def glob(text: str) -> Pattern:
 
 
 # The top-level keys of a rules file: a line that starts with one is YAML.
-YAML_KEYS = ("rules:", "identity:", "auth:", "default:", "{")
+YAML_KEYS = ("rules:", "identity:", "auth:", "default:", "media:", "{")
 
 
 def is_oneline(text: str, content_type: str | None = None) -> bool:
     """THE decision "one-line rules or a YAML rules file?" (PUT /rules, responder.testing).
 
     One-line rules: every line that is not blank or a ``#`` comment holds ``->`` and does
-    not start like a rules file (``rules:``, ``identity:``, ``auth:``, ``default:``, ``{``),
+    not start like a rules file (``rules:``, ``identity:``, ``auth:``, ``default:``,
+    ``media:``, ``{``),
     and there is at least one such line. A rules file always has a key line without
     ``->``. With ``content_type`` (HTTP), only ``text/plain`` can be one-line rules.
     """
@@ -102,6 +114,7 @@ def parse_lines(text: str, filename: str) -> tuple[list[Rule], list[str]]:
 
 
 WHOLE_DIGITS = 9  # drop_first= and repeat= take at most this many digits
+FLAGS = {"true": True, "false": False}
 
 
 def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
@@ -140,6 +153,9 @@ def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
     probability = 1.0
     reason: str | None = None
     jitter, drop_first, repeat, fault = 0.0, 0, 1, None
+    media: dict[str, str] = {}  # media=, codecs=, early= as written
+    flags: dict[str, bool] = {}  # early=, in_dialog=
+    sdp_ignore = False
     for option in options:
         key, eq, value = option.partition("=")
         key, value = key.strip(), value.strip()
@@ -168,9 +184,20 @@ def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
                 repeat = int(value)
         elif key == "fault" and eq:
             fault = value
+        elif key in ("media", "codecs") and eq:
+            media[key] = value
+        elif key in ("early", "in_dialog") and eq:
+            if value.lower() not in FLAGS:
+                raise fail(f"{key}={value} is not true or false")
+            flags[key] = FLAGS[value.lower()]
+        elif key == "sdp" and eq:
+            if value != "ignore":
+                raise fail(f"sdp={value}: the only value is ignore")
+            sdp_ignore = True
         else:
             raise fail(f"unknown option {option.strip()!r} (known: p=FLOAT, reason=TEXT, "
-                       "jitter=DELAY, drop_first=N, repeat=N, fault=NAME)")
+                       "jitter=DELAY, drop_first=N, repeat=N, fault=NAME, media=MODE, "
+                       "codecs=NAME,..., early=BOOL, sdp=ignore, in_dialog=BOOL)")
 
     steps: list[Step] = []
     if reply_text.lower() == "drop":
@@ -202,12 +229,21 @@ def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
         if reason is not None:
             last = replace(last, reason=reason, reason_given=True)
         steps[-1] = replace(last, repeat=repeat, fault=fault)
+    patch = None
+    if media or "early" in flags:
+        patch = MediaPatch(
+            codecs=split_codecs(media["codecs"]) if "codecs" in media else None,
+            mode=media.get("media"),
+            early=flags.get("early"),
+        )
     rule = Rule(
-        match=Match(methods=methods, user=user),
+        match=Match(methods=methods, user=user, in_dialog=flags.get("in_dialog")),
         reply=tuple(steps),
         name=spec.strip(),
         probability=probability,
         origin=where,
         drop_first=drop_first,
+        sdp_ignore=sdp_ignore,
+        media_given=patch,
     )
     return rule, validate_rule(rule, where)

@@ -172,18 +172,26 @@ def _media_line(value: str) -> dict[str, object]:
 def _attribute(m: dict[str, object], name: str, arg: str) -> None:
     rtpmap, fmtp = m["rtpmap"], m["fmtp"]
     assert isinstance(rtpmap, dict) and isinstance(fmtp, dict)
+    # An attribute we cannot read is left out, as RFC 4566 §5.13 says of attributes a
+    # receiver does not understand (RFC 4475's esc01 has "a=rtpmap:31 LPC", no rate).
     if name == "rtpmap":
         pt, _, encoding = arg.strip().partition(" ")
         fields = encoding.strip().split("/")
-        if not pt or len(fields) < 2 or not fields[0]:
-            raise BadSdp(f"bad a=rtpmap {arg[:40]!r}")
-        channels = _digits(fields[2], "rtpmap channels", 255) if len(fields) > 2 else 1
-        rtpmap[pt] = (fields[0], _digits(fields[1], "rtpmap rate", 10_000_000), channels)
+        if pt and len(fields) >= 2 and fields[0]:
+            try:
+                channels = _digits(fields[2], "rtpmap channels", 255) if len(fields) > 2 \
+                    else 1
+                rtpmap[pt] = (fields[0], _digits(fields[1], "rtpmap rate", 10_000_000),
+                              channels)
+            except BadSdp:
+                pass
     elif name == "fmtp":
         pt, _, params = arg.strip().partition(" ")
         fmtp[pt] = params.strip()
     elif name == "ptime":
-        m["ptime"] = str(_digits(arg.strip(), "ptime", 10_000))
+        text = arg.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 5:
+            m["ptime"] = str(int(text))
 
 
 def _media(m: dict[str, object]) -> Media:
