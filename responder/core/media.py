@@ -89,7 +89,9 @@ class Media:
         self._by_port: dict[int, CallMedia] = {}
         self.unmatched = 0
         self.evicted = 0
-        self.packets = 0
+        self.packets = 0  # datagrams read by the media sockets
+        self.sent = 0     # echoes sent
+        self.digits = 0   # DTMF digits seen
 
     def expect(self, call_id: str, target: Addr | None, mode: str,
                events_pt: int | None) -> CallMedia:
@@ -169,12 +171,12 @@ class Media:
             return None
         call.packets_out += 1
         call.bytes_out += size
+        self.sent += 1
         k = self._key_bytes
         ssrc = bytes((data[8] ^ k[0], data[9] ^ k[1], data[10] ^ k[2], data[11] ^ k[3]))
         return Echo(source, data[:8] + ssrc + data[12:])
 
-    @staticmethod
-    def _dtmf(call: CallMedia, data: bytes) -> None:
+    def _dtmf(self, call: CallMedia, data: bytes) -> None:
         """RFC 4733 §2.3: one digit per event, however many packets (and the three end
         packets) carry it; an event is its RTP timestamp."""
         cc = data[0] & 0x0F
@@ -186,6 +188,7 @@ class Media:
             return
         event = data[start]
         call.event_ts = ts
+        self.digits += 1
         call.digits += EVENTS[event] if event < len(EVENTS) else ("!" if event == 16 else "?")
 
     def ssrc_of_echo(self, ssrc: int) -> int:

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 
 from responder.core.engine import Engine
 from responder.core.journal import Journal, JournalEntry
+from responder.core.media import Media
 from responder.ops.metrics import Exposition
 from responder.ops.reload import Reloads, swap_rules
 from responder.rules.loader import dump, load_rules_text
@@ -382,7 +383,8 @@ class AdminApp:
             if wanted(entry):
                 picked.append(entry)
         offset = time.time() - self.clock()  # the journal's clock is the loop's
-        entries = [_entry_json(e, offset) for e in reversed(picked)]
+        media = self.engine.media
+        entries = [_entry_json(e, offset, media) for e in reversed(picked)]
         return json_response(200, {"journal_size": journal.size, "entries": entries})
 
     def delete_journal(self) -> HttpResponse:
@@ -394,8 +396,18 @@ class AdminApp:
         return json_response(200, {"cleared": cleared})
 
 
-def _entry_json(e: JournalEntry, offset: float) -> dict[str, object]:
+def _entry_json(e: JournalEntry, offset: float, media: Media | None = None
+                ) -> dict[str, object]:
     r = e.request
+    facts = None
+    if media is not None and r is not None and r.method == "INVITE" and r.to_tag is None:
+        call = media.facts(r.call_id or "")
+        if call is not None:  # SPEC §8.3: the call's media, on its INVITE's entry
+            facts = call.facts()
+            for key in ("first", "last"):
+                when = facts[key]
+                if isinstance(when, float):
+                    facts[key] = round(when + offset, 3)
     return {
         "time": round(e.time + offset, 3),
         "source": hostport(e.source),
@@ -406,4 +418,5 @@ def _entry_json(e: JournalEntry, offset: float) -> dict[str, object]:
         "rule": e.rule,
         "statuses": e.statuses,
         "discard": e.discard,
+        "media": facts,
     }

@@ -116,6 +116,22 @@ class ResponderCollector(Collector):
         yield GaugeMetricFamily(_name("pending_transactions"),
                                 "Transactions with delayed steps still to send",
                                 value=engine.pending)
+        yield CounterMetricFamily(
+            _name("resent_2xx"), "2xx responses to INVITE sent again while no ACK came",
+            value=c.resent)
+        media = engine.media
+        yield CounterMetricFamily(_name("rtp_packets_received"),
+                                  "Datagrams read by the media sockets", value=media.packets)
+        yield CounterMetricFamily(_name("rtp_packets_echoed"),
+                                  "RTP packets sent back to their source (media mode echo)",
+                                  value=media.sent)
+        yield CounterMetricFamily(_name("rtp_unmatched"),
+                                  "Media datagrams that belonged to no call (dropped)",
+                                  value=media.unmatched)
+        yield CounterMetricFamily(_name("dtmf_digits"), "RFC 4733 DTMF digits received",
+                                  value=media.digits)
+        yield GaugeMetricFamily(_name("media_calls"), "Calls whose media facts are kept",
+                                value=len(media.calls))
         yield CounterMetricFamily(_name("pending_overflow"),
                                   "Requests refused because the pending table was full",
                                   value=c.pending_overflow)

@@ -18,6 +18,7 @@ from typing import NamedTuple, TextIO
 from responder.core.effects import Effect, exchanges
 from responder.core.engine import Engine
 from responder.core.journal import Journal
+from responder.io.rtp import MediaTransport
 from responder.io.udp import UdpTransport, bind_udp
 from responder.ops.http import AdminApp, AdminOptions, HttpServer, MetricsApp
 from responder.ops.logs import ExchangeLog
@@ -58,6 +59,7 @@ async def serve(
                                                     journal),
                              worker.peers if worker else None)
     http: list[HttpServer] = []
+    media = MediaTransport(loop, engine.media)
 
     def on_hup() -> None:
         log.reopen()
@@ -91,6 +93,7 @@ async def serve(
             local = transport.add(bind_udp(host, port))
             bound.append(local)
             log.note(f"listening on {url('udp', local)}")
+        open_media(media, engine, bound, log)
         if metrics is not None:
             collector = ResponderCollector(engine, stats, lambda: transport.send_errors,
                                            journal, lambda: log.dropped)
@@ -115,7 +118,23 @@ async def serve(
         for server in http:
             await server.close()
         transport.close()
+        media.close()
     log.note(stop_line(engine, log.dropped))
+
+
+def open_media(media: MediaTransport, engine: Engine, bound: list[Addr],
+               log: ExchangeLog) -> None:
+    """One media socket per listen host (SPEC §8.3), on the rules' ``media.port`` (0: a
+    free port; with ``--workers``, worker K takes port + K, each its own socket), named in
+    a ``media on`` line; the engine's SDP names it."""
+    port = engine.ruleset.media_port
+    if port and engine.shard is not None:
+        port += engine.shard[0]
+    for host in dict.fromkeys(h for h, _ in bound):
+        local = media.open(host, port)
+        engine.media_ports[host] = local[1]
+        who = f"worker {engine.shard[0]} " if engine.shard is not None else ""
+        log.note(f"{who}media on {url('udp', local)}")
 
 
 def stop_line(engine: Engine, log_dropped: int) -> str:

@@ -289,6 +289,43 @@ class Responder:
             return dataclasses.replace(c, discarded=Counter(c.discarded))
         return self._call(copy)
 
+    # --- media (SPEC §8.3) -----------------------------------------------------------
+    def media(self, call_id: str) -> dict[str, object] | None:
+        """What the call's media did (packets and bytes in and out, payload types, first and
+        last arrival, RTCP, DTMF digits); None for a call we answered without media."""
+        def facts() -> dict[str, object] | None:
+            call = self._engine.media.facts(call_id)
+            return call.facts() if call is not None else None
+        return self._call(facts)
+
+    def dtmf(self, call_id: str) -> str:
+        """The RFC 4733 digits the call's RTP carried, in order ("" when none)."""
+        facts = self.media(call_id)
+        return str(facts["dtmf"]) if facts is not None else ""
+
+    def assert_media(self, call_id: str, packets_at_least: int = 1, *,
+                     echoed_at_least: int | None = None,
+                     timeout: float = WAIT) -> dict[str, object]:
+        """The call's media facts once at least ``packets_at_least`` RTP packets arrived
+        (and, if given, ``echoed_at_least`` went back); AssertionError otherwise, saying
+        what did arrive. Waits up to ``timeout`` seconds."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + timeout
+        while True:
+            facts = self.media(call_id)
+            if facts is not None and int(str(facts["packets_in"])) >= packets_at_least and (
+                    echoed_at_least is None
+                    or int(str(facts["packets_out"])) >= echoed_at_least):
+                return facts
+            if time.monotonic() >= deadline:
+                known = self._call(lambda: list(self._engine.media.calls))
+                raise AssertionError(
+                    f"call {call_id!r}: wanted {packets_at_least} RTP packets in"
+                    + (f" and {echoed_at_least} echoed" if echoed_at_least is not None else "")
+                    + (f"; its media: {facts}" if facts is not None
+                       else f"; no media for it (calls with media: {known[-10:]})"))
+            time.sleep(0.01)
+
     def requests(self, method: Methods = None, *, user: str | None = None,
                  from_user: str | None = None, to_user: str | None = None,
                  source: str | Sequence[str] | None = None,
