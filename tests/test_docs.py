@@ -1,4 +1,5 @@
-"""Every ```python block of docs/testing.md and README.md is a test module, and it passes.
+"""Every ```python block of docs/testing.md, docs/calls.md and README.md is a test module,
+and it passes.
 
 Each block runs in its own ``pytester`` directory with the installed plugin, warnings as
 errors. A block with the comment ``# docs-test: needs sipvicious`` is skipped when the
@@ -15,7 +16,7 @@ import pytest
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = (ROOT / "docs" / "testing.md", ROOT / "README.md")
+DOCS = (ROOT / "docs" / "testing.md", ROOT / "docs" / "calls.md", ROOT / "README.md")
 NEEDS_SIPVICIOUS = "# docs-test: needs sipvicious"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
