@@ -2,7 +2,8 @@
 """Per-request cost of the sans-I/O core: parse -> match -> build, in microseconds.
 
 Runs Engine.receive() (which is exactly parse, match, build) on an OPTIONS and
-an INVITE with the built-in default rules, and on the stages alone, several
+on a new call (an INVITE with an SDP offer, answered 100/180/200 with the SDP answer,
+and the ACK of its 200) with the built-in default rules, and on the stages alone, several
 times each; prints the median of the runs. "parse" is what the engine uses (the
 compiled fast path when responder._accel._speedups is built, unless SIP_RESPONDER_PURE
 is set); "parse (pure Python)" is the Python parser alone. No sockets: this is the interpreter
@@ -57,6 +58,45 @@ INVITE = (
 )
 SRC = ("127.0.0.1", 5062)
 LOCAL = ("127.0.0.1", 5060)
+CALLS = 2000  # distinct calls cycled through by the INVITE + ACK rows
+
+
+def new_calls(count: int = CALLS) -> list[tuple[bytes, bytes]]:
+    """``count`` (INVITE, ACK of its 200) pairs, each a call of its own: an INVITE sent
+    again would be a retransmission (answered with the stored 200) and a 200 never ACKed
+    is resent, so a new call is an INVITE and its ACK."""
+    out = []
+    for i in range(count):
+        invite = INVITE.replace(b"77aa11", b"%06d" % i).replace(b"2-4242@", b"%d-4242@" % i)
+        ack = (b"ACK sip:1000@127.0.0.1:5060 SIP/2.0\r\n"
+               b"Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK-ack-%d;rport\r\n"
+               b"Max-Forwards: 70\r\nTo: <sip:1000@127.0.0.1:5060>;tag=x\r\n"
+               b"From: \"Bench\" <sip:bench@127.0.0.1:5062>;tag=99aa0f\r\n"
+               b"Call-ID: %d-4242@127.0.0.1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+               % (i, i))
+        out.append((invite, ack))
+    return out
+
+
+def call_cycle(engine: Engine, journal: Journal | None = None) -> Callable[[], object]:
+    """One new call per invocation (INVITE, then the ACK of its 200), through ``engine``;
+    every CALLS calls the engine forgets them (its tables stay at their working size)."""
+    calls = new_calls()
+    new = tuple.__new__
+    at = [0]
+
+    def one() -> None:
+        i = at[0]
+        if i == len(calls):
+            engine.forget()
+            i = 0
+        at[0] = i + 1
+        invite, ack = calls[i]
+        for data in (invite, ack):
+            out = engine.receive(new(Inbound, (data, SRC, LOCAL, "udp", None)), 0.0)
+            if journal is not None:
+                journal.observe(out)
+    return one
 
 
 def per_call_us(fn: Callable[[], object], n: int, runs: int) -> float:
@@ -95,11 +135,17 @@ def main() -> None:
             ("match", lambda r=req: select(ruleset, r, SRC[0], seeded)),
             ("build (final step)", lambda r=req, s=step, c=ctx: build_step(r, c, s, "t")),
             ("Inbound (the API's cost)", lambda d=data: new(Inbound, (d, SRC, LOCAL, "udp", None))),
-            ("receive (all steps)",
-             lambda d=data: engine.receive(new(Inbound, (d, SRC, LOCAL, "udp", None)), 0.0)),
-            ("receive, journal on", lambda d=data: journal.observe(recording.receive(
-                new(Inbound, (d, SRC, LOCAL, "udp", None)), 0.0))),
         ]
+        if name == "OPTIONS":
+            rows += [
+                ("receive (all steps)",
+                 lambda d=data: engine.receive(new(Inbound, (d, SRC, LOCAL, "udp", None)), 0.0)),
+                ("receive, journal on", lambda d=data: journal.observe(recording.receive(
+                    new(Inbound, (d, SRC, LOCAL, "udp", None)), 0.0))),
+            ]
+        else:  # a new call each time: INVITE (100, 180, 200 + SDP answer) and its ACK
+            rows += [("call: INVITE + ACK", call_cycle(engine)),
+                     ("call, journal on", call_cycle(recording, journal))]
         for stage, fn in rows:
             print(f"{name:8} {stage:24} {per_call_us(fn, args.n, args.runs):10.2f}")
 

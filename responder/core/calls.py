@@ -34,13 +34,34 @@ WARNING_305 = '305 {host} "Incompatible media format"'
 NO_MEDIA_PORT = 9  # answered with the discard port when no media socket is open
 
 
+# Offers read, and answer bodies built (all but the o= line), by what they depend on: a
+# caller sends the same offer call after call, so reading and answering it is done once.
+# Bounded: past CACHE_LIMIT entries a cache starts over.
+CACHE_LIMIT = 1024
+_OFFERS: dict[bytes, sdp.Offer | sdp.BadSdp] = {}
+_BODIES: dict[tuple[object, ...], bytes | None] = {}
+
+
 def read_session(req: Request) -> sdp.Offer | None:
     """The SDP offer of an INVITE or UPDATE, None when it has none; raises
     :class:`~responder.sip.sdp.BadSdp` for an offer we cannot read."""
     if req.method not in OFFER_METHODS or not req.body:
         return None
     body = sdp.sdp_of(req.header("content-type"), req.body)
-    return None if body is None else sdp.read_offer(body)
+    if body is None:
+        return None
+    got = _OFFERS.get(body)
+    if got is None:
+        try:
+            got = sdp.read_offer(body)
+        except sdp.BadSdp as exc:
+            got = exc
+        if len(_OFFERS) >= CACHE_LIMIT:
+            _OFFERS.clear()
+        _OFFERS[body] = got
+    if isinstance(got, sdp.BadSdp):
+        raise got
+    return got
 
 
 def session_id(digest: bytes) -> int:
@@ -70,21 +91,28 @@ def session_body(
     ``offer`` can be accepted."""
     media_port = port if port else NO_MEDIA_PORT
     inactive = cfg.mode == NONE
-    if offer is None:
-        return sdp.offer(cfg.codecs, session_id=session, version=req.cseq_num,
-                         address=address, port=media_port, inactive=inactive)
-    answer = sdp.answer(offer, cfg.codecs, session_id=session, version=req.cseq_num,
-                        address=address, port=media_port, inactive=inactive)
-    return NOT_ACCEPTABLE if answer is None else answer
+    key = (offer, cfg.codecs, address, media_port, inactive)
+    if key in _BODIES:
+        body = _BODIES[key]
+    else:
+        body = (sdp.offer_body(cfg.codecs, address, media_port, inactive) if offer is None
+                else sdp.answer_body(offer, cfg.codecs, address, media_port, inactive))
+        if len(_BODIES) >= CACHE_LIMIT:
+            _BODIES.clear()
+        _BODIES[key] = body
+    if body is None:
+        return NOT_ACCEPTABLE
+    return sdp.origin(session, req.cseq_num, address) + body
 
 
 def events_pt(answer: bytes) -> int | None:
     """The telephone-event payload type of an answer we built (for DTMF counting)."""
-    for line in answer.split(b"\r\n"):
-        if line.startswith(b"a=rtpmap:") and b" telephone-event/" in line:
-            pt = line[9:].split(b" ", 1)[0]
-            return int(pt) if pt.isdigit() and len(pt) <= 3 else None
-    return None
+    at = answer.find(b" telephone-event/")
+    if at < 0:
+        return None
+    start = answer.rfind(b"a=rtpmap:", 0, at) + 9
+    pt = answer[start:at]
+    return int(pt) if start >= 9 and pt.isdigit() and len(pt) <= 3 else None
 
 
 # --- the engine's side of a call ------------------------------------------------------------

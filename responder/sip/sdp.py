@@ -215,10 +215,15 @@ def _family(address: str) -> str:
     return "IP6" if ":" in address else "IP4"
 
 
-def _head(session_id: int, version: int, address: str) -> list[str]:
-    fam = _family(address)
-    return ["v=0", f"o=sip-responder {session_id} {version} IN {fam} {address}", "s=-",
-            f"c=IN {fam} {address}", "t=0 0"]
+def origin(session_id: int, version: int, address: str) -> bytes:
+    """The first two lines of our SDP: ``v=0`` and ``o=`` (the only ones that name the
+    dialog and its version; what follows depends on the offer and the settings alone)."""
+    return (f"v=0\r\no=sip-responder {session_id} {version} IN {_family(address)} "
+            f"{address}\r\n").encode()
+
+
+def _rest(address: str) -> list[str]:
+    return ["s=-", f"c=IN {_family(address)} {address}", "t=0 0"]
 
 
 def _rtpmap(f: Format) -> str:
@@ -255,7 +260,14 @@ def answer(
 ) -> bytes | None:
     """Our answer to ``offer``; None when no m= line can be accepted (SPEC §8.1: 488).
     ``inactive``: media mode ``none`` (the accepted lines say ``a=inactive``)."""
-    lines = _head(session_id, version, address)
+    body = answer_body(offer, tuple(codecs), address, port, inactive)
+    return None if body is None else origin(session_id, version, address) + body
+
+
+def answer_body(offer: Offer, codecs: tuple[str, ...], address: str, port: int,
+                inactive: bool = False) -> bytes | None:
+    """:func:`answer` after its ``o=`` line (the same for every dialog with this offer)."""
+    lines = _rest(address)
     accepted = 0
     for m in offer.media:
         formats = shared(m, codecs) if (m.kind == "audio" and m.port
@@ -282,8 +294,15 @@ def answer(
 def offer(codecs: Iterable[str], *, session_id: int, version: int, address: str,
           port: int, inactive: bool = False) -> bytes:
     """The offer of a 2xx (or 183) to an INVITE that had none (delayed offer)."""
+    return origin(session_id, version, address) + offer_body(tuple(codecs), address, port,
+                                                             inactive)
+
+
+def offer_body(codecs: tuple[str, ...], address: str, port: int, inactive: bool = False
+               ) -> bytes:
+    """:func:`offer` after its ``o=`` line."""
     known = [OFFERED[c.lower()] for c in codecs if c.lower() in OFFERED]
-    lines = _head(session_id, version, address)
+    lines = _rest(address)
     lines.append(f"m=audio {port} RTP/AVP {' '.join(str(pt) for pt, _, _ in known)}")
     for pt, rtpmap, fmtp in known:
         lines.append(f"a=rtpmap:{pt} {rtpmap}")
