@@ -38,15 +38,19 @@ class Recorded:
 def answer(engine: Engine, data: bytes, source: tuple[str, int], now: float,
            local: tuple[str, int] | None = None) -> list[Send]:
     """:func:`feed`, and only what went on the wire (every effect a Send: checked)."""
-    effects = feed(engine, data, source, now, local)
-    out = sends(effects)
-    assert len(out) == len(effects), effects
-    return out
+    return all_sends(feed(engine, data, source, now, local))
 
 
 def sends(effects: Sequence[Effect]) -> list[Send]:
     """The Send effects (what goes on the wire), in order."""
     return [e for e in effects if isinstance(e, Send)]
+
+
+def all_sends(effects: Sequence[Effect]) -> list[Send]:
+    """The effects, every one of them a Send (checked): typed for the wire."""
+    out = sends(effects)
+    assert len(out) == len(effects), effects
+    return out
 
 
 def request(

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 SCRIPT = "sip-responder"
 STARTUP_TIMEOUT = 10.0
@@ -509,6 +509,14 @@ def statuses(responses: Iterable[Message]) -> list[int]:
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+class Txn(TypedDict):
+    """What names one transaction: ``invite(**txn)``, then ``ack(to_tag=..., **txn)``."""
+
+    call_id: str
+    branch: str
+    from_tag: str
 
 
 SDP = (

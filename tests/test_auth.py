@@ -25,8 +25,10 @@ def digest(
     qop: bool = True, cnonce: str = "0a4f113b", nc: str = "00000001",
 ) -> str:
     """A client's Authorization value for challenge ``chal`` (RFC 2617 §3.2.2)."""
-    realm = re.search(r'realm="([^"]*)"', chal).group(1)  # type: ignore[union-attr]
-    nonce = re.search(r'nonce="([^"]*)"', chal).group(1)  # type: ignore[union-attr]
+    realm_match = re.search(r'realm="([^"]*)"', chal)
+    nonce_match = re.search(r'nonce="([^"]*)"', chal)
+    assert realm_match and nonce_match, chal
+    realm, nonce = realm_match.group(1), nonce_match.group(1)
     h = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}[algorithm]
 
     def hx(s: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sip import read_response, request
+from sip import Response, read_response, request
 
 from responder.rules.model import Identity
 from responder.sip import codes
@@ -15,9 +15,12 @@ SRC = ("127.0.0.1", 40000)
 CTX = Context(Identity(), Seeded(1), 0.0, SRC, ("127.0.0.1", 5060))
 
 
-def respond(data: bytes, code: int, *, ctx: Context = CTX, tag: str = "tag1", **kw: object):
+def respond(data: bytes, code: int, *, ctx: Context = CTX, tag: str = "tag1",
+            headers: tuple[tuple[str, str], ...] = (), body: bytes = b"",
+            content_type: str | None = None) -> Response:
     req = parse(data)
-    return read_response(build(req, ctx, code, codes.reason_for(code), tag, **kw))  # type: ignore[arg-type]
+    return read_response(build(req, ctx, code, codes.reason_for(code), tag, headers, body,
+                               content_type))
 
 
 @pytest.mark.parametrize("code", list(codes.CODES), ids=str)

@@ -174,13 +174,13 @@ def test_ordered_and_read_only() -> None:
     assert isinstance(CODES, MappingProxyType)
     assert isinstance(GENERIC_REASONS, MappingProxyType)
     with pytest.raises(TypeError):
-        CODES[999] = Code(999, "X", "RFC 1")  # type: ignore[index]
+        CODES[999] = Code(999, "X", "RFC 1")  # type: ignore[index]  # on purpose: read-only
 
 
 def test_entries_are_frozen() -> None:
     entry = CODES[486]
     with pytest.raises(AttributeError):
-        entry.reason = "Busy"  # type: ignore[misc]
+        entry.reason = "Busy"  # type: ignore[misc]  # on purpose: frozen
     assert entry == Code(486, "Busy Here", "RFC 3261")
 
 

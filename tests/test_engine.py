@@ -7,13 +7,16 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sip import Recorded, answer, feed, read_response, request, sends
+from sip import Recorded, all_sends, answer, feed, read_response, request, sends
 
+from responder.core.answer import build_step
 from responder.core.effects import Arrived, Dropped, Effect, Handoff, Inbound, Send
 from responder.core.engine import Engine
 from responder.rules.loader import build_ruleset, load_text
-from responder.rules.model import RuleError
+from responder.rules.model import RuleError, Step
 from responder.sip import errors
+from responder.sip.builder import Context
+from responder.sip.message import Request
 from responder.sip.parser import parse
 from responder.sip.seeded import Seeded
 
@@ -83,7 +86,7 @@ def test_delayed_steps_fire_on_the_fake_clock() -> None:
     assert e.pending == 1
     assert e.next_deadline() == pytest.approx(12.0)
     assert e.due(11.999) == []
-    later = e.due(12.0)
+    later = all_sends(e.due(12.0))
     assert statuses(later) == [486]
     assert later[0].local == LOCAL
     tag180 = read_response(outs[0].data).one("To")
@@ -111,9 +114,9 @@ def test_retransmission_while_pending_gets_the_last_response_again() -> None:
     first = answer(e, request("INVITE"), SRC, 0.0)
     again = answer(e, request("INVITE"), SRC, 0.5)
     assert [o.data for o in again] == [first[0].data]
-    assert again[0].exchange.retransmission
+    assert again[0].exchange is not None and again[0].exchange.retransmission
     assert e.pending == 1  # not scheduled twice
-    final = e.due(2.0)
+    final = all_sends(e.due(2.0))
     assert statuses(final) == [486]
     # after the final response, a retransmission gets that final response
     assert [o.data for o in answer(e, request("INVITE"), SRC, 3.0)] == [final[0].data]
@@ -219,7 +222,7 @@ def test_many_pending_transactions_fire_in_time_order() -> None:
     e = engine("INVITE->486/1s")
     for i in range(50):
         feed(e, request("INVITE", call_id=f"c{i}"), SRC, i * 0.01)
-    fired = e.due(100.0)
+    fired = all_sends(e.due(100.0))
     assert [read_response(o.data).one("Call-ID") for o in fired] == [f"c{i}" for i in range(50)]
 
 
@@ -357,12 +360,12 @@ def test_a_message_whose_handling_raises_is_counted_and_costs_only_itself(
     """SPEC §10: whatever goes wrong inside the engine for one message is a counted discard;
     the messages around it are answered as usual (the transport's batch is never lost)."""
     import responder.core.engine as engine_module
-    real = engine_module.build_step
 
-    def broken_for_register(req, ctx, step, tag):  # type: ignore[no-untyped-def]
+    def broken_for_register(req: Request, ctx: Context, step: Step, tag: str | None,
+                            session: bytes | None = None) -> bytes:
         if req.method == "REGISTER":
             raise ValueError("a bug in building one response")
-        return real(req, ctx, step, tag)
+        return build_step(req, ctx, step, tag, session)
 
     monkeypatch.setattr(engine_module, "build_step", broken_for_register)
     e = engine()
@@ -375,15 +378,15 @@ def test_a_message_whose_handling_raises_is_counted_and_costs_only_itself(
 def test_a_delayed_step_that_raises_costs_only_its_own_transaction(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import responder.core.engine as engine_module
-    real = engine_module.build_step
     e = engine("REGISTER->486/1s", "INVITE->486/1s")
     feed(e, request("REGISTER", branch="z9hG4bK-reg"), SRC, 0.0)
     feed(e, request("INVITE", branch="z9hG4bK-inv"), SRC, 0.0)
 
-    def broken_for_register(req, ctx, step, tag):  # type: ignore[no-untyped-def]
+    def broken_for_register(req: Request, ctx: Context, step: Step, tag: str | None,
+                            session: bytes | None = None) -> bytes:
         if req.method == "REGISTER":
             raise ValueError("a bug in building one response")
-        return real(req, ctx, step, tag)
+        return build_step(req, ctx, step, tag, session)
 
     monkeypatch.setattr(engine_module, "build_step", broken_for_register)
     assert statuses(e.due(1.0)) == [486]

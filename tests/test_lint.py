@@ -1,4 +1,4 @@
-"""Strict from day one: ruff on the project, mypy --strict on responder/."""
+"""Strict from day one: ruff on the project, mypy --strict on responder/ and on tests/."""
 
 from __future__ import annotations
 
@@ -24,5 +24,14 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_strict_is_clean() -> None:
     run = subprocess.run([_tool("mypy"), "--no-incremental", "responder"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_mypy_strict_is_clean_on_the_tests() -> None:
+    """The tests too (pyproject's [tool.mypy]: strict, mypy_path for the modules they import
+    by name). tests/interop is left out for now: being written, the lead drops the exclusion."""
+    run = subprocess.run([_tool("mypy"), "--no-incremental", "tests",
+                          "--exclude", "tests/interop"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr

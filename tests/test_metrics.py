@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sip import Recorded, feed
 from support import (
     ResponderProcess,
+    Txn,
     ack,
     cancel,
     invite,
-    parse_response,
     run_cli,
     statuses,
     tag_of,
@@ -90,7 +90,7 @@ def test_requests_responses_and_discards_are_counted() -> None:
         assert value(before, "sip_responder_ruleset_version") == 1
         assert value(before, "sip_responder_rules") == 4  # 2 --rule + 2 built-in
         with server.client() as client:
-            txn = {"call_id": unique(), "branch": unique("z9hG4bK"), "from_tag": unique()}
+            txn: Txn = {"call_id": unique(), "branch": unique("z9hG4bK"), "from_tag": unique()}
             got = client.exchange(
                 invite(uri="sip:1000@127.0.0.1", **txn),      # 486
                 client.request("OPTIONS", call_id=unique()),  # 200 (rule ok)
@@ -138,7 +138,7 @@ def test_pending_transactions_gauge_follows_delayed_steps_and_cancel() -> None:
     with ResponderProcess("--metrics", "127.0.0.1:0", "-q",
                           "--rule", "INVITE->180,486/30s") as server:
         url = metrics_url(server)
-        txn = {"call_id": unique(), "branch": unique("z9hG4bK"), "from_tag": unique()}
+        txn: Txn = {"call_id": unique(), "branch": unique("z9hG4bK"), "from_tag": unique()}
         with server.client() as client:
             assert statuses(client.exchange(invite(**txn))) == [180]
             assert value(scrape(url), "sip_responder_pending_transactions") == 1
@@ -288,7 +288,7 @@ def test_responses_to_a_sip_request_arrive_over_udp_while_scraping() -> None:
             for round_ in range(5):
                 client.send(client.request("OPTIONS", call_id=unique()))
                 scrape(url)
-                assert parse_response(client.recv().data).status == 200  # type: ignore[union-attr]
+                assert client.recv_response().status == 200
                 assert value(scrape(url), "sip_responder_requests_total",
                              method="OPTIONS") == round_ + 1
         assert server.stop() == 0

@@ -668,9 +668,9 @@ def test_a_parsed_request_is_frozen_whichever_parser_read_it() -> None:
             b"CSeq: 1 REGISTER\r\nContact: <sip:a@192.0.2.1>\r\nContent-Length: 0\r\n\r\n")
     for req in (parse(data), parse_python(data)):
         with pytest.raises(dataclasses.FrozenInstanceError):
-            req.problem = None  # type: ignore[misc]
+            req.problem = None  # type: ignore[misc]  # on purpose: frozen
         with pytest.raises(dataclasses.FrozenInstanceError):
-            req.method = "INVITE"  # type: ignore[misc]
+            req.method = "INVITE"  # type: ignore[misc]  # on purpose: frozen
     bad = data.replace(b"Contact: <sip:a@192.0.2.1>", b"Contact: <sip:a@192.0.2.1")
     for req in (parse(bad), parse_python(bad)):
         assert req.problem is not None and req.problem.reason == "Bad Contact"

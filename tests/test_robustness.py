@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 from support import ResponderProcess, statuses, unique
@@ -41,7 +42,7 @@ PATHOLOGICAL = {
 
 
 @pytest.fixture(scope="module")
-def server() -> ResponderProcess:
+def server() -> Iterator[ResponderProcess]:
     with ResponderProcess("-q") as proc:
         yield proc
         assert proc.stop() == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,9 +17,11 @@ from responder.core.effects import Dropped, Effect
 from responder.core.engine import Engine
 from responder.core.journal import Journal
 from responder.core.limits import (
+    LIMITS,
     NOT_ALLOWED,
     RATE_LIMITED,
     Expiring,
+    IPNetwork,
     Limits,
     RateLimiter,
     parse_network,
@@ -39,8 +41,10 @@ def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text)
 
 
-def engine(*specs: str, **kwargs: object) -> Engine:
-    return Engine(build_ruleset(None, list(specs)), Seeded(1), **kwargs)  # type: ignore[arg-type]
+def engine(*specs: str, allow: Iterable[IPNetwork] | None = None,
+           rate_limit: float | None = None, limits: Limits = LIMITS) -> Engine:
+    return Engine(build_ruleset(None, list(specs)), Seeded(1), allow=allow,
+                  rate_limit=rate_limit, limits=limits)
 
 
 def statuses(outs: Sequence[Effect]) -> list[int]:

@@ -10,7 +10,7 @@ import socket
 import time
 from pathlib import Path
 
-from support import ResponderProcess, invite, parse_response, unique
+from support import ResponderProcess, invite, unique
 
 from responder.core.engine import Engine
 from responder.core.limits import Limits
@@ -88,7 +88,7 @@ def test_json_log_lines_carry_the_exchange() -> None:
         call_id = unique()
         with server.client() as client:
             client.send(client.request("INVITE", call_id=call_id))
-            assert parse_response(client.recv().data).status == 486  # type: ignore[union-attr]
+            assert client.recv_response().status == 486
         line = server.wait_for_stderr(r"^\{.*\}$").group(0)
         record = json.loads(line)
         assert record["method"] == "INVITE" and record["status"] == 486

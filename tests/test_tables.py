@@ -18,6 +18,7 @@ from responder.core.journal import Journal
 from responder.core.limits import (
     COMPLETED_BYTES,
     JOURNAL_BYTES,
+    LIMITS,
     PENDING_BYTES,
     PENDING_LIMIT,
     RETRY_AFTER,
@@ -35,8 +36,8 @@ LOCAL = ("127.0.0.1", 5060)
 BIG = 60_000  # bytes of padding: a request near the largest datagram
 
 
-def engine(*specs: str, **kwargs: object) -> Engine:
-    return Engine(build_ruleset(None, list(specs)), Seeded(1), **kwargs)  # type: ignore[arg-type]
+def engine(*specs: str, limits: Limits = LIMITS) -> Engine:
+    return Engine(build_ruleset(None, list(specs)), Seeded(1), limits=limits)
 
 
 def statuses(outs: Sequence[Effect]) -> list[int]:
@@ -74,7 +75,8 @@ def test_a_full_pending_table_answers_503_with_retry_after_instead_of_its_steps(
     assert resp.one("Retry-After") == str(RETRY_AFTER) == "5"
     assert resp.one("Call-ID") == "c2" and resp.one("CSeq") == "1 INVITE"
     assert ";tag=" in resp.one("To")  # a final response: it carries our tag
-    assert sends(out)[0].dest == A and sends(out)[0].exchange.rule == OVERLOAD_RULE
+    exchange = sends(out)[0].exchange
+    assert sends(out)[0].dest == A and exchange is not None and exchange.rule == OVERLOAD_RULE
     assert e.counters.pending_overflow == 1 and e.tables()["pending"].evicted == 1
     assert e.pending == 2 and e.next_deadline() == 30.0
     # Not remembered: its retransmission, once there is room, is answered as usual.
