@@ -1,0 +1,212 @@
+"""twinkle-console (Twinkle 1.10) driven headless: commands on stdin, its console on stdout.
+
+>>> with Twinkle(tmp_path) as phone:
+...     phone.command("call sip:bob@127.0.0.1:5060")
+...     phone.wait_output("far end answered call")
+
+Headless recipe (all in a private ``HOME`` = ``directory``):
+
+* ``~/.asoundrc`` makes ALSA's ``default`` PCM the ``null`` plugin (playback discarded,
+  capture silent), so no sound card is needed; ``validate_audio_dev=no`` in
+  ``~/.twinkle/twinkle.sys`` stops Twinkle from probing devices at start.
+* ``~/.twinkle/test.cfg``, the profile (``-f test``): ``sip:alice@127.0.0.1``, no
+  registration, no presence PUBLISH at start (it would go to 127.0.0.1:5060), codecs
+  G.711 A-law then u-law, DTMF as RFC 2833 events on payload 101.
+* ``--sip-port``/``--rtp-port``: free loopback ports chosen here (Twinkle binds RTP on the
+  port and the next one, for RTCP).
+
+Twinkle writes every SIP message it sends or receives to ``~/.twinkle/twinkle.log``
+(:meth:`log`), which the tests read for the SDP it got.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from interop_support import tool
+
+START_TIMEOUT = 10.0
+PROMPT = "Twinkle>"
+
+ASOUNDRC = """\
+pcm.!default { type null }
+ctl.!default { type hw card 0 }
+"""
+
+PROFILE = """\
+user_name=alice
+user_domain=127.0.0.1
+user_display=Alice
+register_at_startup=no
+pres_publish_startup=no
+codecs=g711a,g711u
+dtmf_transport=rfc2833
+dtmf_payload_type=101
+sip_transport=udp
+"""
+
+SYSTEM = """\
+dev_ringtone=alsa:default
+dev_speaker=alsa:default
+dev_mic=alsa:default
+validate_audio_dev=no
+play_ringtone=no
+play_ringback=no
+log_show_sip=yes
+"""
+
+
+def free_udp_pair() -> int:
+    """An even port P with P and P+1 free on 127.0.0.1 a moment ago (RTP and RTCP)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            if port % 2 or port > 65000:
+                continue
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+                    second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free even UDP port pair on 127.0.0.1")
+
+
+def free_udp() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Twinkle:
+    """One twinkle-console process with the profile ``test`` (``sip:alice@127.0.0.1``)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.binary = tool("twinkle", "twinkle-console")
+        self.home = directory
+        self.sip_port = free_udp()
+        self.rtp_port = free_udp_pair()
+        config = directory / ".twinkle"
+        config.mkdir(parents=True, exist_ok=True)
+        (directory / ".asoundrc").write_text(ASOUNDRC)
+        (config / "test.cfg").write_text(PROFILE)
+        (config / "twinkle.sys").write_text(SYSTEM)
+        self.output = ""
+        self._cond = threading.Condition()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.binary, "-c", "-f", "test", "--sip-port", str(self.sip_port),
+                "--rtp-port", str(self.rtp_port)]
+
+    def __enter__(self) -> Twinkle:
+        env = {**os.environ, "HOME": str(self.home)}
+        self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, cwd=self.home, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        try:
+            self.wait_output(PROMPT, START_TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                self.command("quit")
+                proc.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if proc.poll() is None:
+            proc.kill()  # our own child, by its handle
+            proc.wait(5)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        if self._reader is not None:
+            self._reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._proc = None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    # --- console -------------------------------------------------------------------------
+    def command(self, line: str) -> int:
+        """Type ``line``; returns the output offset before it (for ``wait_output(after=)``)."""
+        assert self._proc is not None and self._proc.stdin is not None
+        with self._cond:
+            mark = len(self.output)
+        self._proc.stdin.write(line.encode() + b"\n")
+        self._proc.stdin.flush()
+        return mark
+
+    def wait_output(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
+        """The first match of the regex ``pattern`` in the output from offset ``after``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = regex.search(self.output, after)
+                if found is not None:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._proc is None or self._proc.poll() is not None:
+                    raise AssertionError(
+                        f"twinkle never printed {pattern!r} within {timeout} s (exit status "
+                        f"{self.returncode}); output:\n{self.output[-3000:]}")
+                self._cond.wait(min(remaining, 0.1))
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            with self._cond:
+                self.output += chunk.decode("utf-8", "replace")
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    # --- its log -------------------------------------------------------------------------
+    def log(self) -> str:
+        path = self.home / ".twinkle" / "twinkle.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def received_sip(self) -> list[str]:
+        """The SIP messages Twinkle's log says it received (as logged, LF line ends)."""
+        out = []
+        for block in self.log().split("\n---\n"):
+            head, _, rest = block.partition("Received from: ")
+            if rest and "::process_sip_msg" in head:
+                out.append(rest.partition("\n")[2])
+        return out
+
+    def sent_to(self) -> list[str]:
+        """Every destination of Twinkle's ``Send to:`` log lines (``udp:HOST:PORT``)."""
+        return re.findall(r"^Send to: (\S+)", self.log(), re.MULTILINE)
