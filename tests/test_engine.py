@@ -355,17 +355,19 @@ def test_the_journal_names_the_rule_before_a_delayed_step_is_sent() -> None:
     assert first.statuses == [486] and again.statuses == []
 
 
+def broken_for_register(req: Request, ctx: Context, step: Step, tag: str | None,
+                        session: bytes | None = None) -> bytes:
+    """build_step with a bug: it raises for every REGISTER."""
+    if req.method == "REGISTER":
+        raise ValueError("a bug in building one response")
+    return build_step(req, ctx, step, tag, session)
+
+
 def test_a_message_whose_handling_raises_is_counted_and_costs_only_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """SPEC §10: whatever goes wrong inside the engine for one message is a counted discard;
     the messages around it are answered as usual (the transport's batch is never lost)."""
     import responder.core.engine as engine_module
-
-    def broken_for_register(req: Request, ctx: Context, step: Step, tag: str | None,
-                            session: bytes | None = None) -> bytes:
-        if req.method == "REGISTER":
-            raise ValueError("a bug in building one response")
-        return build_step(req, ctx, step, tag, session)
 
     monkeypatch.setattr(engine_module, "build_step", broken_for_register)
     e = engine()
@@ -381,13 +383,6 @@ def test_a_delayed_step_that_raises_costs_only_its_own_transaction(
     e = engine("REGISTER->486/1s", "INVITE->486/1s")
     feed(e, request("REGISTER", branch="z9hG4bK-reg"), SRC, 0.0)
     feed(e, request("INVITE", branch="z9hG4bK-inv"), SRC, 0.0)
-
-    def broken_for_register(req: Request, ctx: Context, step: Step, tag: str | None,
-                            session: bytes | None = None) -> bytes:
-        if req.method == "REGISTER":
-            raise ValueError("a bug in building one response")
-        return build_step(req, ctx, step, tag, session)
-
     monkeypatch.setattr(engine_module, "build_step", broken_for_register)
     assert statuses(e.due(1.0)) == [486]
     assert e.counters.discarded[engine_module.INTERNAL_ERROR] == 1
