@@ -242,3 +242,32 @@ def test_early_false_keeps_the_183_without_sdp() -> None:
     e = engine("INVITE->183,200/1s;early=false")
     (progress,) = responses(e, invite())
     assert progress.status == 183 and progress.body == b""
+
+
+def timer_engine() -> Engine:
+    return engine(rules_text="identity:\n  supported: [timer]\nrules: []\n")
+
+
+def test_session_timers_are_answered_as_asked() -> None:
+    """RFC 4028 (SPEC §8.4): with ``timer`` supported, the 2xx carries Session-Expires
+    (refresher as asked, uac when none) and Require: timer when the caller supports it."""
+    e = timer_engine()
+    asked = invite().replace(b"Content-Type:", b"Session-Expires: 1800;refresher=uas\r\n"
+                                                 b"Supported: timer, 100rel\r\nContent-Type:")
+    ok = responses(e, asked)[-1]
+    assert ok.one("Session-Expires") == "1800;refresher=uas" and ok.one("Require") == "timer"
+    plain = invite(call_id="c2", branch="z9hG4bK-c2").replace(
+        b"Content-Type:", b"x: 600\r\nContent-Type:")
+    ok2 = responses(e, plain)[-1]
+    assert ok2.one("Session-Expires") == "600;refresher=uac" and not ok2.has("Require")
+    assert not responses(engine(), asked)[-1].has("Session-Expires")  # timer not supported
+    # Per request, never cached for the next INVITE without one.
+    assert not responses(e, invite(call_id="c3", branch="z9hG4bK-c3"))[-1].has("Session-Expires")
+
+
+def test_a_session_interval_below_min_se_is_422() -> None:
+    e = timer_engine()
+    short = invite().replace(b"Content-Type:", b"Session-Expires: 60\r\nContent-Type:")
+    (resp,) = responses(e, short)
+    assert (resp.status, resp.one("Min-SE")) == (422, "90")
+    assert responses(engine(), short)[-1].status == 200  # without timer support: ignored

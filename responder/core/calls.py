@@ -23,7 +23,7 @@ from responder.core.limits import Expiring
 from responder.core.media import Media
 from responder.rules.model import ECHO, NONE, SINK, T1, T2, MediaConfig, Reply, Step
 from responder.sip import sdp
-from responder.sip.builder import Context
+from responder.sip.builder import MIN_SE, Context, session_timer
 from responder.sip.message import Request
 from responder.sip.seeded import Seeded
 
@@ -163,6 +163,16 @@ def media_mode(cfg: MediaConfig, body: bytes) -> str:
     if cfg.mode == ECHO and (b"a=recvonly" in body or b"a=inactive" in body):
         return SINK
     return cfg.mode
+
+
+def too_short(req: Request, reply: Reply, supported: tuple[str, ...]) -> bool:
+    """RFC 4028 §8.1: with ``timer`` supported, an INVITE whose Session-Expires is below our
+    Min-SE gets 422 instead of a 2xx."""
+    if req.method != "INVITE" or "timer" not in supported or not req.header("session-expires"):
+        return False
+    timer = session_timer(req)
+    return (timer is not None and timer[0] < int(MIN_SE)
+            and any(200 <= s.code < 300 for s in reply))
 
 
 class Answers(NamedTuple):

@@ -32,6 +32,7 @@ from responder.core.calls import (
     events_pt,
     late_answer,
     media_mode,
+    too_short,
 )
 from responder.core.counters import METHODS_LIMIT, OTHER_METHOD, Counters
 from responder.core.digest import authorize
@@ -68,10 +69,12 @@ NO_DIALOG_RULE = "no-dialog"    # 481 to an in-dialog request of a dialog we nev
 IN_DIALOG_RULE = "in-dialog"    # 200 + answer to a re-INVITE or UPDATE (SPEC §8.2)
 BAD_SDP_RULE = "bad-sdp"        # 400 Bad SDP: an offer we cannot read
 NO_MEDIA_RULE = "not-acceptable"  # 488 + Warning 305: nothing of the offer is acceptable
+TIMER_RULE = "session-timer"    # 422: a Session-Expires below our Min-SE (RFC 4028)
 # SPEC §10: a request that needs a pending entry when the table is full (entries or bytes)
 # gets this INSTEAD of its steps: a final answer at once, never a 180 and then silence.
 OVERLOAD = Step.make(503, headers=(("Retry-After", str(RETRY_AFTER)),))
 NO_DIALOG = Step.make(481)
+SESSION_TOO_SHORT = Step.make(422)  # with Min-SE (the code's required header)
 IN_DIALOG_OK = Step.make(200)
 # The discard reason of a message whose handling raised: counted, never a traceback, and
 # never the loss of the other messages read with it (SPEC §10).
@@ -332,6 +335,8 @@ class Engine:
             self.counters.dropped += 1
             return [self._dropped(req, ctx, "drop", rule, now, arrival)]
         tag = self.seeded.to_tag(req.call_id, req.from_tag)
+        if too_short(req, reply, self.ruleset.identity.supported):  # RFC 4028 §8.1
+            return [self._emit(req, ctx, SESSION_TOO_SHORT, tag, TIMER_RULE, now, arrival)]
         answers = None
         if req.method in OFFER_METHODS and not (how is not None and how.sdp_ignore):
             base = (how.media if how is not None else None) or self.ruleset.media

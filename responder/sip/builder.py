@@ -161,6 +161,40 @@ def _register_contacts(req: Request) -> list[str]:
     return out
 
 
+def session_timer(req: Request) -> tuple[int, str | None] | None:
+    """The INVITE's ``Session-Expires`` (RFC 4028 §4): (delta-seconds, refresher or None);
+    None when it has none or it cannot be read (then it is ignored)."""
+    value = req.header("session-expires")
+    if value is None:
+        return None
+    delta, _, params = value.partition(";")
+    seconds = number(delta.strip(" \t"), MAX_UINT32)
+    if seconds is None:
+        return None
+    refresher = param(";" + params, "refresher") if params else None
+    return seconds, (refresher.lower() if refresher in ("uac", "uas", "UAC", "UAS") else None)
+
+
+def supports(req: Request, tag: str) -> bool:
+    """Whether the request's Supported (or Require) names option tag ``tag``."""
+    return tag in req.require or any(
+        tag == t.strip(" \t") for v in req.header_values("supported") for t in v.split(","))
+
+
+def _timer_lines(req: Request) -> list[str]:
+    """A 2xx to an INVITE that asked for a session timer (RFC 4028 §9): the interval as
+    asked, the refresher as asked (``uac`` when none), and ``Require: timer`` when the caller
+    supports timers."""
+    timer = session_timer(req)
+    if timer is None:
+        return []
+    seconds, refresher = timer
+    lines = [f"Session-Expires: {seconds};refresher={refresher or 'uac'}"]
+    if supports(req, "timer"):
+        lines.append("Require: timer")
+    return lines
+
+
 def our_contact(req: Request, ctx: Context) -> str:
     """Our own Contact for a dialog-creating response (RFC 3261 §12.1.1)."""
     host, port = ctx.local if ctx.local else (req.uri_host or "127.0.0.1", 5060)
@@ -239,6 +273,10 @@ def tail(
                     lines.append(f"{name}: {value}" if value else f"{name}:")
         elif method == "REGISTER" and "contact" not in given:
             lines.extend(f"Contact: {c}" for c in _register_contacts(req))
+            static = False
+        elif (method == "INVITE" and "timer" in ctx.identity.supported
+              and "session-expires" not in given and req.header("session-expires")):
+            lines.extend(_timer_lines(req))  # RFC 4028: per request, never cached
             static = False
     for name in codes.required_headers(code):
         key = name.lower()
