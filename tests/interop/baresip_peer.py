@@ -6,15 +6,21 @@
 
 Commands and events are baresip's own (``ctrl_tcp``); the console output (its ``-v``-less
 log, with the RTP statistics of ``rtcpsummary`` at hang-up) is kept in :attr:`output`.
+baresip runs with ``-s`` (SIP trace): every message it sends or receives is in that output
+too, and :meth:`Baresip.sip` / :meth:`Baresip.wait_sip` read them back.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -31,6 +37,47 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
+# One traced message: "\x1b[36;1m#\nUDP SRC -> DST\n<message>\x1b[;m" (colours around it).
+_TRACE = re.compile(r"#\r?\nUDP (\S+) -> (\S+)\r?\n(.*?)\x1b\[;m", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Traced:
+    """One SIP message of baresip's ``-s`` trace."""
+
+    sent: bool  # True: baresip sent it; False: baresip received it
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\n", 1)[0].strip()
+
+    @property
+    def cseq(self) -> str:
+        found = re.search(r"^CSeq:\s*(.+?)\s*$", self.text, re.MULTILINE | re.IGNORECASE)
+        return found.group(1) if found else ""
+
+    @property
+    def body(self) -> str:
+        return self.text.replace("\r\n", "\n").partition("\n\n")[2]
+
+
+def free_sip_port() -> int:
+    """A port P where UDP P, TCP P and TCP P+1 were free a moment ago: baresip 1.0 listens
+    on all three (SIP over UDP, TCP, and TLS on the next port) and fails to start if any
+    is taken."""
+    for _ in range(100):
+        port = free_port(socket.SOCK_DGRAM)
+        try:
+            with socket.socket() as tcp, socket.socket() as tls:
+                tcp.bind(("127.0.0.1", port))
+                tls.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port P with P+1 free too for baresip")
+
+
 def netstring(data: bytes) -> bytes:
     return str(len(data)).encode() + b":" + data + b","
 
@@ -42,7 +89,7 @@ class Baresip:
                  extra: tuple[str, ...] = ()) -> None:
         self.binary = tool("baresip", "baresip")
         self.directory = directory
-        self.sip_port = free_port(socket.SOCK_DGRAM)
+        self.sip_port = free_sip_port()
         self.ctrl_port = free_port()
         directory.mkdir(parents=True, exist_ok=True)
         lines = [
@@ -70,17 +117,20 @@ class Baresip:
         self._cond = threading.Condition()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
         self._token = 0
 
     def __enter__(self) -> Baresip:
-        self._proc = subprocess.Popen([self.binary, "-f", str(self.directory)],
+        self._proc = subprocess.Popen([self.binary, "-s", "-f", str(self.directory)],
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, cwd=self.directory)
-        threading.Thread(target=self._read_output, daemon=True).start()
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
                 self._sock = socket.create_connection(("127.0.0.1", self.ctrl_port), 1.0)
+                self._sock.settimeout(None)  # else the reader stops after 1 s without events
                 break
             except OSError:
                 if time.monotonic() > deadline or self._proc.poll() is not None:
@@ -109,6 +159,10 @@ class Baresip:
             proc.wait(5)
         if self._sock is not None:
             self._sock.close()
+        if self._reader is not None:
+            self._reader.join(5)  # the process is gone: its stdout ends
+        if proc.stdout is not None:
+            proc.stdout.close()
         self._proc = None
 
     # --- commands and events -------------------------------------------------------------
@@ -137,10 +191,46 @@ class Baresip:
             f"{[e.get('type') for e in self.events]}\n{self.output[-3000:]}")
         return event
 
+    def wait_until(self, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        """Wait (bounded) until ``done()`` holds; it is tested on every event and output."""
+        with self._cond:
+            ok = self._cond.wait_for(done, timeout)
+        assert ok, (f"{what}: not within {timeout} s; events: "
+                    f"{[(e.get('type'), e.get('param')) for e in self.events]}"
+                    f"\n{self.output[-3000:]}")
+
     def wait_output(self, text: str, timeout: float = 10.0) -> None:
         with self._cond:
             ok = self._cond.wait_for(lambda: text in self.output, timeout)
         assert ok, f"baresip never printed {text!r}:\n{self.output[-3000:]}"
+
+    def sip(self) -> list[Traced]:
+        """Every SIP message traced so far, in order."""
+        with self._cond:
+            text = self.output
+        return [Traced(source.endswith(f":{self.sip_port}"), body)
+                for source, _, body in _TRACE.findall(text)]
+
+    def wait_sip(self, sent: bool, first_line: str, cseq: str | None = None,
+                 body: str | None = None, timeout: float = 5.0, after: int = 0) -> Traced:
+        """The first traced message (index ``after`` or later in :meth:`sip`) baresip sent
+        (``sent``) or received, whose first line starts with ``first_line``, whose CSeq is
+        ``cseq`` (if given) and whose body contains ``body`` (if given)."""
+        def found() -> Traced | None:
+            return next((m for m in self.sip()[after:] if m.sent == sent
+                         and m.first_line.startswith(first_line)
+                         and (cseq is None or m.cseq == cseq)
+                         and (body is None or body in m.body)), None)
+
+        with self._cond:
+            self._cond.wait_for(lambda: found() is not None, timeout)
+        message = found()
+        assert message is not None, (
+            f"baresip {'sent' if sent else 'received'} no {first_line!r}"
+            f"{f' (CSeq {cseq})' if cseq else ''}{f' with {body!r}' if body else ''} "
+            f"in {timeout} s; traced: {[(m.sent, m.first_line, m.cseq) for m in self.sip()]}"
+            f"\n{self.output[-3000:]}")
+        return message
 
     def _read_ctrl(self) -> None:
         assert self._sock is not None
@@ -165,8 +255,9 @@ class Baresip:
 
     def _read_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
-        for chunk in iter(lambda: self._proc.stdout.read1(65536)  # type: ignore[union-attr]
-                          if self._proc and self._proc.stdout else b"", b""):
+        stream = self._proc.stdout
+        assert isinstance(stream, io.BufferedReader)
+        for chunk in iter(lambda: stream.read1(65536), b""):
             with self._cond:
                 self.output += chunk.decode("utf-8", "replace")
                 self._cond.notify_all()
