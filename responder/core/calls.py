@@ -25,7 +25,6 @@ from responder.rules.model import ECHO, NONE, SINK, T1, T2, MediaConfig, Reply, 
 from responder.sip import sdp
 from responder.sip.builder import MIN_SE, Context, session_timer
 from responder.sip.message import Request
-from responder.sip.seeded import Seeded
 
 OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
 SDP_TYPE = "application/sdp"
@@ -45,11 +44,16 @@ _BODIES: dict[tuple[object, ...], bytes | None] = {}
 def read_session(req: Request) -> sdp.Offer | None:
     """The SDP offer of an INVITE or UPDATE, None when it has none; raises
     :class:`~responder.sip.sdp.BadSdp` for an offer we cannot read."""
+    return offer_of(req)[1]
+
+
+def offer_of(req: Request) -> tuple[bytes | None, sdp.Offer | None]:
+    """:func:`read_session`, with the offer's SDP bytes (what the answer caches key on)."""
     if req.method not in OFFER_METHODS or not req.body:
-        return None
+        return None, None
     body = sdp.sdp_of(req.header("content-type"), req.body)
     if body is None:
-        return None
+        return None, None
     got = _OFFERS.get(body)
     if got is None:
         try:
@@ -61,13 +65,16 @@ def read_session(req: Request) -> sdp.Offer | None:
         _OFFERS[body] = got
     if isinstance(got, sdp.BadSdp):
         raise got
-    return got
+    return body, got
 
 
-def session_id(digest: bytes) -> int:
-    """An SDP session id from a keyed digest of the dialog (at most 62 bits, RFC 4566 §5.2
-    wants it to fit an NTP timestamp's integer and be positive)."""
-    return int.from_bytes(digest[:8], "big") >> 2
+def session_id(tag: str) -> int:
+    """The SDP session id of a dialog: our To tag (12 hex digits of a keyed hash of Call-ID
+    and From tag, SPEC §4) read as a number, 48 bits (RFC 4566 §5.2: it fits an NTP
+    timestamp's integer part's range loosely and is positive)."""
+    if len(tag) <= 16 and all(c in "0123456789abcdef" for c in tag):
+        return int(tag, 16)
+    return int.from_bytes(tag.encode("utf-8", "surrogateescape")[:6].ljust(6, b"\0"), "big")
 
 
 def carries_session(req: Request, code: int, cfg: MediaConfig) -> bool:
@@ -82,6 +89,7 @@ def session_body(
     offer: sdp.Offer | None,
     cfg: MediaConfig,
     *,
+    offer_sdp: bytes | None = None,
     session: int,
     address: str,
     port: int | None,
@@ -91,15 +99,19 @@ def session_body(
     ``offer`` can be accepted."""
     media_port = port if port else NO_MEDIA_PORT
     inactive = cfg.mode == NONE
-    key = (offer, cfg.codecs, address, media_port, inactive)
-    if key in _BODIES:
+    # Cached by the offer's bytes (their hash is kept by the bytes object), never by the
+    # parsed Offer (hashing its nested tuples would cost more than the answer).
+    key = (offer_sdp, cfg.codecs, address, media_port, inactive)
+    cacheable = offer is None or offer_sdp is not None
+    if cacheable and key in _BODIES:
         body = _BODIES[key]
     else:
         body = (sdp.offer_body(cfg.codecs, address, media_port, inactive) if offer is None
                 else sdp.answer_body(offer, cfg.codecs, address, media_port, inactive))
-        if len(_BODIES) >= CACHE_LIMIT:
-            _BODIES.clear()
-        _BODIES[key] = body
+        if cacheable:
+            if len(_BODIES) >= CACHE_LIMIT:
+                _BODIES.clear()
+            _BODIES[key] = body
     if body is None:
         return NOT_ACCEPTABLE
     return sdp.origin(session, req.cseq_num, address) + body
@@ -135,6 +147,7 @@ class Talk(NamedTuple):
     """What the responses to one offer-bearing request need to carry SDP."""
 
     offer: sdp.Offer | None  # None: the INVITE had none (its 2xx carries our offer)
+    sdp: bytes | None        # the offer as sent (hashed once: the answer cache's key)
     session: int             # the SDP session id of the dialog
     address: str             # c= and o=: the address the request was sent to
     port: int | None         # the media socket of that address (None: none open)
@@ -152,8 +165,8 @@ def listen_address(local: tuple[str, int] | None, req: Request) -> str:
 
 
 def session_of(talk: Talk, req: Request, cfg: MediaConfig) -> bytes:
-    return session_body(req, talk.offer, cfg, session=talk.session, address=talk.address,
-                        port=talk.port)
+    return session_body(req, talk.offer, cfg, offer_sdp=talk.sdp, session=talk.session,
+                        address=talk.address, port=talk.port)
 
 
 def media_mode(cfg: MediaConfig, body: bytes) -> str:
@@ -205,23 +218,25 @@ class Dialogs:
         self.ended.clear()
 
 
-def answers_for(req: Request, ctx: Context, reply: Reply, base: MediaConfig, seeded: Seeded,
+def answers_for(req: Request, ctx: Context, reply: Reply, base: MediaConfig, tag: str,
                 media_ports: Mapping[str, int]) -> Answers | Step | None:
     """The SDP of ``reply``'s steps to an INVITE or UPDATE (SPEC §8.1), with ``base`` the
-    rule's media settings: None when no step carries any; a Step to send instead: 400 Bad
-    SDP, or 488 when nothing of the offer is acceptable (unless the rule answers 488)."""
+    rule's media settings and ``tag`` our To tag of the dialog (a keyed hash of Call-ID and
+    From tag: the session id is read from it): None when no step carries any; a Step to
+    send instead: 400 Bad SDP, or 488 when nothing of the offer is acceptable (unless the
+    rule answers 488)."""
     carrying = [s for s in reply if not s.body and carries_session(req, s.code, s.media or base)]
     if not carrying:
         return None
     local = listen_address(ctx.local, req)
     try:
-        offer = read_session(req)
+        offer_sdp, offer = offer_of(req)
     except sdp.BadSdp as exc:
         why = str(exc).replace('"', "'")
         return Step.make(400, reason="Bad SDP", headers=(("Warning", f'399 {local} "{why}"'),))
     if offer is None and req.method != "INVITE":
         return None  # an UPDATE without an offer: nothing to answer
-    talk = Talk(offer, session_id(seeded.session_digest(req.call_id, req.from_tag)), local,
+    talk = Talk(offer, offer_sdp, session_id(tag), local,
                 media_ports.get(ctx.local[0] if ctx.local else local))
     bodies: dict[int, tuple[bytes, MediaConfig]] = {}
     for step in carrying:

@@ -47,7 +47,7 @@ from responder.core.effects import (
     Send,
 )
 from responder.core.faults import Faults
-from responder.core.keep import answer_weight, for_answers
+from responder.core.keep import answer_weight, for_answers, for_pending
 from responder.core.limits import LIMITS, RETRY_AFTER, Gate, IPNetwork, Limits, TableStat
 from responder.core.media import Media
 from responder.core.transactions import Pending, Queued, Transactions, txn_key
@@ -115,7 +115,7 @@ class Engine:
         self.faults = Faults(limits)
         self._gate = Gate.make(allow, rate_limit, limits)
         self.dialogs = Dialogs(limits.completed, limits.remember)
-        self.media = Media(int.from_bytes(seeded.session_digest("ssrc", None)[:4], "big"))
+        self.media = Media(seeded.key32("ssrc"))
         # listen host -> the port of its media socket (the server opens them; SPEC §8.3)
         self.media_ports: dict[str, int] = {}
 
@@ -235,7 +235,7 @@ class Engine:
             # RuleSet.plain: the rule select() would choose, known without the search, and one
             # that needs nothing below (no credentials, no owner worker, no fault memory).
             return self._answer(req, ctx, plain.reply, plain.name, now, arrival, plain,
-                                inbound.transport)
+                                inbound)
 
         owner = None
         if self.shard is not None and not handed:
@@ -275,7 +275,7 @@ class Engine:
         if lab:
             return self._lab(req, ctx, reply, name, now, arrival,
                              rule.drop_first if rule else 0)
-        return self._answer(req, ctx, reply, name, now, arrival, rule, inbound.transport)
+        return self._answer(req, ctx, reply, name, now, arrival, rule, inbound)
 
     def _rule_of(self, req: Request, out: list[Effect]) -> str | None:
         """The rule that answered ``req`` (for the journal): the first response's or drop's,
@@ -327,10 +327,13 @@ class Engine:
         return Send(inbound.source, sent.data, exch, inbound.local, inbound.conn)
 
     def _answer(self, req: Request, ctx: Context, reply: Reply, rule: str, now: float,
-                arrival: int, how: Rule | None = None, transport: str = UDP,
+                arrival: int, how: Rule | None = None, inbound: Inbound | None = None,
                 ) -> list[Effect]:
         """Send ``reply``'s immediate steps, keep its delayed ones; ``how``: the rule that
-        chose it (its media settings), ``transport``: a 2xx to INVITE is resent on UDP."""
+        chose it (its media settings); ``inbound``: what brought ``req`` (a 2xx to INVITE
+        is resent on UDP; its size decides what a pending entry keeps)."""
+        udp = inbound is not None and inbound.transport == UDP
+        size = len(inbound.data) if inbound is not None else 0
         if not reply:
             self.counters.dropped += 1
             return [self._dropped(req, ctx, "drop", rule, now, arrival)]
@@ -340,18 +343,17 @@ class Engine:
         answers = None
         if req.method in OFFER_METHODS and not (how is not None and how.sdp_ignore):
             base = (how.media if how is not None else None) or self.ruleset.media
-            talk = answers_for(req, ctx, reply, base, self.seeded, self.media_ports)
+            talk = answers_for(req, ctx, reply, base, tag, self.media_ports)
             if isinstance(talk, Step):  # 400 Bad SDP or 488: instead of the rule's reply
                 name = BAD_SDP_RULE if talk.code == 400 else NO_MEDIA_RULE
                 return [self._emit(req, ctx, talk, tag, name, now, arrival)]
             answers = talk
         kept = None
-        size = 0
+        weight = 0
         if reply[-1].after > 0:  # delayed steps (they come last): decide before sending
-            kept = for_answers(req)
-            size = answer_weight(kept, max(len(s.body) for s in reply)
-                                 + (len(answers.bodies) * 400 if answers else 0))
-            if not self.txns.room(size):
+            kept, weight = for_pending(req, size, max(len(s.body) for s in reply)
+                                       + (len(answers.bodies) * 400 if answers else 0))
+            if not self.txns.room(weight):
                 return [self._refuse(req, ctx, tag, now, arrival)]
         out: list[Effect] = []
         i = 0
@@ -362,12 +364,11 @@ class Engine:
         assert last is None or type(last) is Send
         if kept is not None:
             queue: list[Queued] = [(now + s.after, s, s.after) for s in reply[i:]]
-            self._hold(Pending(kept, ctx, tag, rule, arrival, queue, last, size=size,
-                               answers=answers,
-                               resend=transport == UDP and req.method == "INVITE"))
-        elif (last is not None and transport == UDP and req.method == "INVITE"
+            self._hold(Pending(kept, ctx, tag, rule, arrival, queue, last, size=weight,
+                               answers=answers, resend=udp and req.method == "INVITE"))
+        elif (last is not None and udp and req.method == "INVITE"
               and 200 <= reply[-1].code < 300):
-            self._resend(req, ctx, tag, rule, arrival, last, now)
+            self._resend(req, ctx, tag, rule, arrival, last, now, size)
         return out
 
     def _in_dialog(self, req: Request, ctx: Context, inbound: Inbound, now: float,
@@ -385,20 +386,19 @@ class Engine:
             rule = select_in_dialog(self.ruleset, req, inbound.source[0], self.seeded)
             if rule is None:
                 return self._answer(req, ctx, (IN_DIALOG_OK,), IN_DIALOG_RULE, now, arrival,
-                                    None, inbound.transport)
+                                    None, inbound)
             return rule
         return None
 
     def _resend(self, req: Request, ctx: Context, tag: str, rule: str, arrival: int,
-                sent: Send, now: float) -> None:
+                sent: Send, now: float, size: int) -> None:
         """A 2xx to INVITE over UDP is sent again (T1 doubling to T2) until its ACK comes or
         64·T1 pass (SPEC §4). Best effort: with the pending table full it is not."""
-        kept = for_answers(req)
-        size = answer_weight(kept, len(sent.data))
-        if not self.txns.room(size):
+        kept, weight = for_pending(req, size, len(sent.data))
+        if not self.txns.room(weight):
             return
         entry = Pending(kept, ctx, tag, rule, arrival,
-                        [(now + t, None, t) for t in RESEND_2XX], sent, True, size=size,
+                        [(now + t, None, t) for t in RESEND_2XX], sent, True, size=weight,
                         resend=True)
         if self.txns.hold(entry):
             self.txns.await_ack(entry)

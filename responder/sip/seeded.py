@@ -107,9 +107,9 @@ class Seeded:
         return hmac.compare_digest(to_tag.encode("utf-8", "surrogateescape"),
                                    self.to_tag(call_id, from_tag).encode())
 
-    def session_digest(self, call_id: str | None, from_tag: str | None) -> bytes:
-        """8 keyed bytes naming a dialog, for the SDP session id (SPEC §8.1)."""
-        return self._digest(b"sdp-session", f"{call_id}\x00{from_tag}", 8)
+    def key32(self, purpose: str) -> int:
+        """32 keyed bits for one use named by ``purpose`` (the echo's SSRC transform)."""
+        return int.from_bytes(self._digest(b"key32", purpose, 4), "big")
 
     def draw(self, transaction_key: str, salt: str) -> float:
         """A uniform number in [0, 1) for one decision (``salt`` names which one)."""
