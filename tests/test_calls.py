@@ -5,8 +5,11 @@ from __future__ import annotations
 from sip import Response, answer, feed, read_response, sends
 from sip import request as plain_request
 
+from responder.core.effects import Effect
 from responder.core.engine import Engine
 from responder.rules.loader import build_ruleset, load_text
+from responder.sip.message import Request
+from responder.sip.parser import parse
 from responder.sip.seeded import Seeded
 
 SRC = ("127.0.0.1", 40000)
@@ -271,3 +274,35 @@ def test_a_session_interval_below_min_se_is_422() -> None:
     (resp,) = responses(e, short)
     assert (resp.status, resp.one("Min-SE")) == (422, "90")
     assert responses(engine(), short)[-1].status == 200  # without timer support: ignored
+
+
+def test_with_workers_every_request_of_a_call_goes_to_the_dialogs_owner() -> None:
+    """--workers: the 2xx awaiting its ACK, the call's media and its dialog live with the
+    worker that owns the dialog (Call-ID and From tag), so INVITE, ACK, BYE and re-INVITE
+    are all handed there, whichever worker read them (an OPTIONS is answered where read)."""
+    from responder.core.effects import Handoff
+
+    workers = [Engine(build_ruleset(None, []), Seeded(7), shard=(i, 2)) for i in (0, 1)]
+    data = invite()
+    owner = workers[0].owner(read_request(data))
+    other = workers[1 - owner]
+    for message in (data, request("ACK", branch="z9hG4bK-a", to_tag="t"),
+                    request("BYE", branch="z9hG4bK-b", cseq=2, to_tag="t")):
+        (handed,) = feed(other, message, SRC, 0.0, LOCAL)
+        assert isinstance(handed, Handoff) and handed.worker == owner
+    assert [read_response(s.data).status
+            for s in sends(feed(other, plain_request("OPTIONS"), SRC, 0.0, LOCAL))] == [200]
+    # The owner answers, and its ACK stops the resending there.
+    assert responses_of(feed(workers[owner], data, SRC, 0.0, LOCAL))[-1] == 200
+    assert workers[owner].pending == 1
+    feed(workers[owner], request("ACK", branch="z9hG4bK-a", to_tag="t"), SRC, 0.1, LOCAL,
+         handed=True)
+    assert workers[owner].pending == 0
+
+
+def read_request(data: bytes) -> Request:
+    return parse(data)
+
+
+def responses_of(effects: list[Effect]) -> list[int]:
+    return [read_response(s.data).status for s in sends(effects)]

@@ -83,3 +83,26 @@ def test_the_journal_and_metrics_show_the_calls_media() -> None:
         assert totals["sip_responder_rtp_packets_echoed_total"] >= 10
         assert totals["sip_responder_media_calls"] == 1
         assert server.stop() == 0
+
+
+def test_each_worker_has_its_own_media_socket_and_answers_name_the_owners() -> None:
+    """--workers 2: each worker opens a media socket of its own and says so; a call answered
+    by either names one of them, and its RTP is echoed from there."""
+    with ResponderProcess("-q", "--workers", "2") as server:
+        ports = {int(server.wait_for_stderr(rf"worker {i} media on udp://127\.0\.0\.1:(\d+)")
+                     .group(1)) for i in (0, 1)}
+        assert len(ports) == 2
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as media:
+            media.bind(("127.0.0.1", 0))
+            media.settimeout(5.0)
+            with server.client() as client:
+                invite = client.request("INVITE", body=offer(media.getsockname()[1]),
+                                        content_type="application/sdp")
+                ok = client.exchange(invite)[-1]
+            port = int(next(line for line in ok.body.decode().split("\r\n")
+                            if line.startswith("m=audio")).split()[1])
+            assert port in ports
+            media.sendto(rtp(1), ("127.0.0.1", port))
+            _, source = media.recvfrom(2048)
+            assert source == ("127.0.0.1", port)
+        assert server.stop() == 0

@@ -80,6 +80,8 @@ IN_DIALOG_OK = Step.make(200)
 # never the loss of the other messages read with it (SPEC §10).
 INTERNAL_ERROR = "internal-error"
 
+CALL_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "UPDATE", "BYE", "PRACK"})
+
 _new = tuple.__new__  # builds a NamedTuple from all its fields without a Python call
 
 
@@ -201,6 +203,13 @@ class Engine:
         return []
 
     def _handle(self, req: Request, inbound: Inbound, now: float, handed: bool) -> list[Effect]:
+        if (self.shard is not None and not handed
+                and (req.method in CALL_METHODS or req.to_tag is not None)):
+            # A call's state (the 2xx awaiting its ACK, its media, its dialog) lives with
+            # the worker that owns the dialog: every request of the call goes there.
+            keeper = self.owner(req)
+            if keeper != self.shard[0]:
+                return [Handoff(keeper, inbound)]
         if req.method == "ACK":
             self.counters.acks += 1  # ACK is never answered (RFC 3261 §17.2.1)
             if self.txns.acks and self.txns.acked(req.call_id, req.cseq_num, now):
@@ -237,13 +246,11 @@ class Engine:
             return self._answer(req, ctx, plain.reply, plain.name, now, arrival, plain,
                                 inbound)
 
-        owner = None
+        owner = None  # (calls were handed over above: here, requests outside a call)
         if self.shard is not None and not handed:
             owner = self.owner(req)
             if owner == self.shard[0]:
                 owner = None
-            elif req.method == "CANCEL":
-                return [Handoff(owner, inbound)]
         if req.method == "CANCEL":
             stopped = self._cancel(req, ctx, now, arrival)
             if stopped is not None:

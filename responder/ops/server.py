@@ -115,6 +115,10 @@ async def serve(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+            if worker is not None and sig != signal.SIGHUP:
+                # Stopping already: a second SIGTERM (the parent passes on every one it
+                # gets) must not kill the worker before it says what it leaves behind.
+                signal.signal(sig, signal.SIG_IGN)
         for server in http:
             await server.close()
         transport.close()
