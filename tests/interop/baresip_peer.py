@@ -12,7 +12,6 @@ too, and :meth:`Baresip.sip` / :meth:`Baresip.wait_sip` read them back.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import socket
@@ -20,12 +19,10 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from interop_support import tool
+from interop_support import PeerProcess, Traced, tool
 
 START_TIMEOUT = 10.0
 
@@ -39,27 +36,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 # One traced message: "\x1b[36;1m#\nUDP SRC -> DST\n<message>\x1b[;m" (colours around it).
 _TRACE = re.compile(r"#\r?\nUDP (\S+) -> (\S+)\r?\n(.*?)\x1b\[;m", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class Traced:
-    """One SIP message of baresip's ``-s`` trace."""
-
-    sent: bool  # True: baresip sent it; False: baresip received it
-    text: str
-
-    @property
-    def first_line(self) -> str:
-        return self.text.split("\n", 1)[0].strip()
-
-    @property
-    def cseq(self) -> str:
-        found = re.search(r"^CSeq:\s*(.+?)\s*$", self.text, re.MULTILINE | re.IGNORECASE)
-        return found.group(1) if found else ""
-
-    @property
-    def body(self) -> str:
-        return self.text.replace("\r\n", "\n").partition("\n\n")[2]
 
 
 def free_sip_port() -> int:
@@ -82,11 +58,14 @@ def netstring(data: bytes) -> bytes:
     return str(len(data)).encode() + b":" + data + b","
 
 
-class Baresip:
+class Baresip(PeerProcess):
     """One baresip process with one account (``sip:alice@127.0.0.1``, no registration)."""
+
+    name = "baresip"
 
     def __init__(self, directory: Path, *, modules: tuple[str, ...] = (),
                  extra: tuple[str, ...] = ()) -> None:
+        super().__init__()
         self.binary = tool("baresip", "baresip")
         self.directory = directory
         self.sip_port = free_sip_port()
@@ -113,19 +92,12 @@ class Baresip:
             "<sip:alice@127.0.0.1>;regint=0;answermode=manual\n")
         self.events: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
-        self.output = ""
-        self._cond = threading.Condition()
-        self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._reader: threading.Thread | None = None
         self._token = 0
 
     def __enter__(self) -> Baresip:
-        self._proc = subprocess.Popen([self.binary, "-s", "-f", str(self.directory)],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, cwd=self.directory)
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
+        proc = self.start([self.binary, "-s", "-f", str(self.directory)], self.directory,
+                          stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
@@ -133,37 +105,24 @@ class Baresip:
                 self._sock.settimeout(None)  # else the reader stops after 1 s without events
                 break
             except OSError:
-                if time.monotonic() > deadline or self._proc.poll() is not None:
+                if time.monotonic() > deadline or proc.poll() is not None:
                     self.close()
                     raise RuntimeError(f"baresip did not start:\n{self.output}") from None
                 time.sleep(0.05)
         threading.Thread(target=self._read_ctrl, daemon=True).start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+    def quit(self, proc: subprocess.Popen[bytes]) -> bool:
+        if self._sock is None:
+            return False
+        self._sock.sendall(netstring(json.dumps({"command": "quit"}).encode()))
+        return True
 
     def close(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None and self._sock is not None:
-            try:
-                self._sock.sendall(netstring(json.dumps({"command": "quit"}).encode()))
-                proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if proc.poll() is None:
-            proc.kill()  # our own child, by its handle
-            proc.wait(5)
+        super().close()
         if self._sock is not None:
             self._sock.close()
-        if self._reader is not None:
-            self._reader.join(5)  # the process is gone: its stdout ends
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self._proc = None
+            self._sock = None
 
     # --- commands and events -------------------------------------------------------------
     def command(self, name: str, params: str = "", timeout: float = 5.0) -> dict[str, Any]:
@@ -172,8 +131,8 @@ class Baresip:
         token = str(self._token)
         message = {"command": name, "params": params, "token": token}
         self._sock.sendall(netstring(json.dumps(message).encode()))
-        with self._cond:
-            found = self._cond.wait_for(
+        with self.cond:
+            found = self.cond.wait_for(
                 lambda: any(r.get("token") == token for r in self.responses), timeout)
             assert found, f"baresip did not answer {name!r}:\n{self.output[-2000:]}"
             return next(r for r in self.responses if r.get("token") == token)
@@ -183,8 +142,8 @@ class Baresip:
         def found() -> dict[str, Any] | None:
             return next((e for e in self.events[after:] if e.get("type") == kind), None)
 
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None, timeout)
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None, timeout)
             event = found()
         assert event is not None, (
             f"no {kind} event from baresip in {timeout} s; events: "
@@ -193,20 +152,13 @@ class Baresip:
 
     def wait_until(self, done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
         """Wait (bounded) until ``done()`` holds; it is tested on every event and output."""
-        with self._cond:
-            ok = self._cond.wait_for(done, timeout)
-        assert ok, (f"{what}: not within {timeout} s; events: "
+        assert self.wait_for(done, timeout), (f"{what}: not within {timeout} s; events: "
                     f"{[(e.get('type'), e.get('param')) for e in self.events]}"
                     f"\n{self.output[-3000:]}")
 
-    def wait_output(self, text: str, timeout: float = 10.0) -> None:
-        with self._cond:
-            ok = self._cond.wait_for(lambda: text in self.output, timeout)
-        assert ok, f"baresip never printed {text!r}:\n{self.output[-3000:]}"
-
     def sip(self) -> list[Traced]:
         """Every SIP message traced so far, in order."""
-        with self._cond:
+        with self.cond:
             text = self.output
         return [Traced(source.endswith(f":{self.sip_port}"), body)
                 for source, _, body in _TRACE.findall(text)]
@@ -217,18 +169,15 @@ class Baresip:
         (``sent``) or received, whose first line starts with ``first_line``, whose CSeq is
         ``cseq`` (if given) and whose body contains ``body`` (if given)."""
         def found() -> Traced | None:
-            return next((m for m in self.sip()[after:] if m.sent == sent
-                         and m.first_line.startswith(first_line)
-                         and (cseq is None or m.cseq == cseq)
-                         and (body is None or body in m.body)), None)
+            return next((m for m in self.sip()[after:]
+                         if m.matches(sent, first_line, cseq, body)), None)
 
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None, timeout)
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None, timeout)
         message = found()
         assert message is not None, (
-            f"baresip {'sent' if sent else 'received'} no {first_line!r}"
-            f"{f' (CSeq {cseq})' if cseq else ''}{f' with {body!r}' if body else ''} "
-            f"in {timeout} s; traced: {[(m.sent, m.first_line, m.cseq) for m in self.sip()]}"
+            Traced.missing("baresip", sent, first_line, cseq, body, timeout)
+            + f"; traced: {[(m.sent, m.first_line, m.cseq) for m in self.sip()]}"
             f"\n{self.output[-3000:]}")
         return message
 
@@ -249,15 +198,6 @@ class Baresip:
                     break
                 message = json.loads(rest[: int(size)])
                 buf = rest[int(size) + 1:]
-                with self._cond:
+                with self.cond:
                     (self.events if message.get("event") else self.responses).append(message)
-                    self._cond.notify_all()
-
-    def _read_output(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stream = self._proc.stdout
-        assert isinstance(stream, io.BufferedReader)
-        for chunk in iter(lambda: stream.read1(65536), b""):
-            with self._cond:
-                self.output += chunk.decode("utf-8", "replace")
-                self._cond.notify_all()
+                    self.cond.notify_all()

@@ -22,20 +22,16 @@ lines at ``-d 1`` included) is kept in :attr:`lines`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import struct
 import subprocess
-import threading
 import time
 import wave
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from interop_support import tool
+from interop_support import PeerProcess, Traced, tool
 from support import free_udp_port
 
 START_TIMEOUT = 10.0
@@ -59,33 +55,7 @@ _LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} belle-sip-message-c
                      r"((?:(?!\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} ).*\n)*)", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class Traced:
-    """One SIP message from liblinphone's log."""
-
-    sent: bool  # True: linphone sent it; False: linphone received it
-    text: str
-
-    @property
-    def first_line(self) -> str:
-        return self.text.split("\n", 1)[0].strip()
-
-    @property
-    def cseq(self) -> str:
-        found = re.search(r"^CSeq:\s*(.+?)\s*$", self.text, re.MULTILINE | re.IGNORECASE)
-        return found.group(1) if found else ""
-
-    @property
-    def content_length(self) -> int:
-        found = re.search(r"^Content-Length:\s*(\d+)", self.text, re.MULTILINE | re.IGNORECASE)
-        return int(found.group(1)) if found else 0
-
-    @property
-    def body(self) -> str:
-        return self.text.replace("\r\n", "\n").partition("\n\n")[2].strip()
-
-
-class Linphone:
+class Linphone(PeerProcess):
     """One linphonec process, identity ``sip:alice@127.0.0.1``, no proxy, no registration.
 
     ``delayed_offer``: ``[sip] sdp_200_ack=1`` (INVITE without SDP, the answer in the ACK).
@@ -94,6 +64,7 @@ class Linphone:
 
     def __init__(self, directory: Path, *, delayed_offer: bool = False,
                  nortp_timeout: int = 5) -> None:
+        super().__init__()
         self.binary = tool("linphonec", "linphone-cli")
         self.directory = directory
         self.sip_port = free_udp_port()
@@ -129,20 +100,12 @@ class Linphone:
             "automatically_initiate=0",
             "",
         ]))
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
 
     # --- life cycle -------------------------------------------------------------------
     def __enter__(self) -> Linphone:
         env = {**os.environ, "HOME": str(self.directory)}
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(self.config), "-d", "6", "-l", str(self.log)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.directory, env=env)
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
+        self.start([self.binary, "-c", str(self.config), "-d", "6", "-l", str(self.log)],
+                   self.directory, env)
         try:
             # Its last line at start (readline prints the prompt only with the next line).
             self.wait_line(r"video is disabled in linphonec", START_TIMEOUT)
@@ -153,50 +116,23 @@ class Linphone:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None and proc.stdin is not None:
-            try:
-                proc.stdin.write(b"quit\n")
-                proc.stdin.flush()
-                proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if proc.poll() is None:
-            proc.kill()  # our own child, by its handle
-            proc.wait(5)
-        if self._reader is not None:
-            self._reader.join(5)  # the process is gone: its stdout ends
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):  # stdin: a broken pipe on its last flush
-                    stream.close()
-        self._proc = None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+    def quit(self, proc: subprocess.Popen[bytes]) -> bool:
+        if proc.stdin is None:
+            return False
+        self.send_line("quit")
+        return True
 
     # --- commands and output ------------------------------------------------------------
     def command(self, text: str, expect: str | None = None,
                 timeout: float = 10.0) -> re.Match[str] | None:
         """Send one command line; with ``expect``, wait for a line after it that matches."""
-        assert self._proc is not None and self._proc.stdin is not None
-        with self._cond:
-            mark = len(self.lines)
-        self._proc.stdin.write(text.encode() + b"\n")
-        self._proc.stdin.flush()
+        mark = self.mark()
+        self.send_line(text)
         return self.wait_line(expect, timeout, after=mark) if expect is not None else None
 
     def mark(self) -> int:
         """The index of the next output line (for :meth:`wait_line`'s ``after``)."""
-        with self._cond:
+        with self.cond:
             return len(self.lines)
 
     def wait_line(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
@@ -206,8 +142,8 @@ class Linphone:
         def found() -> re.Match[str] | None:
             return next((m for line in self.lines[after:] if (m := regex.search(line))), None)
 
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None or self._eof, timeout)
+        with self.cond:
+            self.cond.wait_for(lambda: found() is not None or self.eof, timeout)
             match = found()
         assert match is not None, (
             f"linphonec printed no line matching {pattern!r} within {timeout} s:\n"
@@ -220,17 +156,17 @@ class Linphone:
         regex = re.compile(pattern)
 
         def found() -> bool:
-            return self._eof or any(regex.search(line) for line in self.lines[after:])
+            return self.eof or any(regex.search(line) for line in self.lines[after:])
 
-        with self._cond:
-            appeared = self._cond.wait_for(found, seconds)
+        with self.cond:
+            appeared = self.cond.wait_for(found, seconds)
         assert not appeared, (f"linphonec printed {pattern!r} (or exited) within {seconds} s:\n"
                               + self.tail())
 
     def seen(self, pattern: str, after: int = 0) -> list[str]:
         """The lines (at index ``after`` or later) where ``pattern`` is found, now."""
         regex = re.compile(pattern)
-        with self._cond:
+        with self.cond:
             return [line for line in self.lines[after:] if regex.search(line)]
 
     def sip(self) -> list[Traced]:
@@ -249,35 +185,17 @@ class Linphone:
         (if given) and ``body`` in its body."""
         deadline = time.monotonic() + timeout
         while True:
-            found = next((m for m in self.sip()[after:] if m.sent == sent
-                          and m.first_line.startswith(first_line)
-                          and (cseq is None or m.cseq == cseq)
-                          and (body is None or body in m.body)), None)
+            found = next((m for m in self.sip()[after:]
+                          if m.matches(sent, first_line, cseq, body)), None)
             if found is not None:
                 return found
             assert time.monotonic() < deadline, (
-                f"linphone {'sent' if sent else 'received'} no {first_line!r}"
-                f"{f' (CSeq {cseq})' if cseq else ''}{f' with {body!r}' if body else ''} "
-                f"in {timeout} s (its log, {self.log}, has "
+                Traced.missing("linphone", sent, first_line, cseq, body, timeout)
+                + f" (its log, {self.log}, has "
                 f"{[(m.sent, m.first_line, m.cseq) for m in self.sip()]})")
             time.sleep(0.05)  # the log file has no event to wait on (it is written in bursts)
 
     def tail(self, count: int = 60) -> str:
-        with self._cond:
+        with self.cond:
             return "\n".join(self.lines[-count:])
-
-    _eof = False
-
-    def _read_output(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stream = self._proc.stdout
-        try:
-            for raw in iter(stream.readline, b""):
-                with self._cond:
-                    self.lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
-                    self._cond.notify_all()
-        finally:
-            with self._cond:
-                self._eof = True
-                self._cond.notify_all()
 

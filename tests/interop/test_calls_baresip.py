@@ -22,64 +22,28 @@ Missing tools skip these tests locally; with ``CI`` set they fail.
 
 from __future__ import annotations
 
-import json
 import re
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from baresip_peer import Baresip
+from interop_support import ResponderAdmin, count
 from support import ResponderProcess
 
 pytestmark = pytest.mark.interop
 
-MEDIA = re.compile(r"media on udp://127\.0\.0\.1:(\d+)")
-ADMIN = re.compile(r"admin on (http://127\.0\.0\.1:\d+)")
 PACKETS = 50  # one second of 20 ms packets
 
 
-class Call:
+class Call(ResponderAdmin):
     """The responder, a baresip that dialled it, and the call's facts from GET /journal."""
 
     def __init__(self, server: ResponderProcess, phone: Baresip) -> None:
+        super().__init__(server)
         self.server, self.phone = server, phone
-        self.admin = server.wait_for_stderr(ADMIN).group(1)
-        self.media_port = int(server.wait_for_stderr(MEDIA).group(1))
-        host, port = server.address
-        phone.command("dial", f"sip:bob@{host}:{port}")
+        phone.command("dial", self.uri)
         self.call_id = str(phone.wait_event("CALL_ESTABLISHED")["id"])
-
-    def journal(self) -> list[dict[str, object]]:
-        url = f"{self.admin}/journal?call_id={self.call_id}"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            entries: list[dict[str, object]] = json.load(resp)["entries"]
-        return entries
-
-    def media(self) -> dict[str, object]:
-        """The call's media facts (on its initial INVITE's entry)."""
-        facts = [e["media"] for e in self.journal() if e["media"] is not None]
-        assert len(facts) == 1, f"one INVITE with media expected: {self.journal()}"
-        media = facts[0]
-        assert isinstance(media, dict)
-        return media
-
-    def wait_media(self, wanted: Callable[[dict[str, object]], bool], what: str,
-                   timeout: float = 5.0) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while True:
-            media = self.media()
-            if wanted(media):
-                return media
-            assert time.monotonic() < deadline, f"{what} within {timeout} s; media: {media}"
-            time.sleep(0.05)  # polling GET /journal: the media socket has no event to wait on
-
-
-def count(media: dict[str, object], key: str) -> int:
-    value = media[key]
-    assert isinstance(value, int)
-    return value
 
 
 @pytest.fixture

@@ -20,70 +20,26 @@ Missing tools skip these tests locally; with ``CI`` set they fail.
 
 from __future__ import annotations
 
-import json
-import re
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from interop_support import ResponderAdmin, count
 from linphone_peer import Linphone
 from support import ResponderProcess
 
 pytestmark = pytest.mark.interop
 
-MEDIA = re.compile(r"media on udp://127\.0\.0\.1:(\d+)")
-ADMIN = re.compile(r"admin on (http://127\.0\.0\.1:\d+)")
 RUNNING = r"Media streams established with sip:bob@"  # linphonec's StreamsRunning line
 ENDED = r"Call \d+ with .* ended"
-
-
-class Server:
-    """The responder with its admin API: the call's facts from GET /journal."""
-
-    def __init__(self, process: ResponderProcess) -> None:
-        self.process = process
-        self.admin = process.wait_for_stderr(ADMIN).group(1)
-        self.media_port = int(process.wait_for_stderr(MEDIA).group(1))
-        host, port = process.address
-        self.uri = f"sip:bob@{host}:{port}"
-
-    def journal(self) -> list[dict[str, object]]:
-        with urllib.request.urlopen(f"{self.admin}/journal", timeout=5) as resp:
-            entries: list[dict[str, object]] = json.load(resp)["entries"]
-        return entries
-
-    def media(self) -> dict[str, object]:
-        """The only call's media facts (on its initial INVITE's entry)."""
-        facts = [e["media"] for e in self.journal() if e["media"] is not None]
-        assert len(facts) == 1, f"one INVITE with media expected: {self.journal()}"
-        media = facts[0]
-        assert isinstance(media, dict)
-        return media
-
-    def wait_media(self, wanted: Callable[[dict[str, object]], bool], what: str,
-                   timeout: float = 5.0) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while True:
-            media = self.media()
-            if wanted(media):
-                return media
-            assert time.monotonic() < deadline, f"{what} within {timeout} s; media: {media}"
-            time.sleep(0.05)  # polling GET /journal: the media socket has no event to wait on
-
-
-def count(media: dict[str, object], key: str) -> int:
-    value = media[key]
-    assert isinstance(value, int)
-    return value
 
 
 def digits(want: str) -> Callable[[dict[str, object]], bool]:
     return lambda media: media["dtmf"] == want
 
 
-def start_call(server: Server, phone: Linphone) -> None:
+def start_call(server: ResponderAdmin, phone: Linphone) -> None:
     mark = phone.mark()
     phone.command(f"call {server.uri}")
     phone.wait_line(r"Call \d+ with sip:bob@.* connected", after=mark)
@@ -93,7 +49,7 @@ def start_call(server: Server, phone: Linphone) -> None:
 def test_call_streams_run_and_our_echo_keeps_it_up_past_nortp_timeout(tmp_path: Path) -> None:
     with ResponderProcess("-q", "--admin", "127.0.0.1:0") as process, \
             Linphone(tmp_path, nortp_timeout=5) as phone:
-        server = Server(process)
+        server = ResponderAdmin(process)
         mark = phone.mark()
         start_call(server, phone)
         ok = phone.wait_sip(False, "SIP/2.0 200", cseq=phone.sip()[0].cseq)
@@ -119,7 +75,7 @@ def test_control_without_the_echo_linphone_hangs_up_at_nortp_timeout(tmp_path: P
     with ResponderProcess("-q", "--admin", "127.0.0.1:0",
                           "--rule", "INVITE->180,200;media=sink") as process, \
             Linphone(tmp_path, nortp_timeout=3) as phone:
-        server = Server(process)
+        server = ResponderAdmin(process)
         started = time.monotonic()
         start_call(server, phone)
         phone.wait_line(r"ended \(IO error\)", timeout=8.0)
@@ -135,7 +91,7 @@ def test_control_without_the_echo_linphone_hangs_up_at_nortp_timeout(tmp_path: P
 def test_pause_stops_the_echo_and_resume_brings_it_back(tmp_path: Path) -> None:
     with ResponderProcess("-q", "--admin", "127.0.0.1:0") as process, \
             Linphone(tmp_path, nortp_timeout=5) as phone:
-        server = Server(process)
+        server = ResponderAdmin(process)
         mark = phone.mark()
         start_call(server, phone)
         server.wait_media(lambda m: count(m, "packets_out") >= 10, "the echo started")
@@ -170,7 +126,7 @@ def test_pause_stops_the_echo_and_resume_brings_it_back(tmp_path: Path) -> None:
 def test_delayed_offer_connects_and_the_echo_keeps_it_up(tmp_path: Path) -> None:
     with ResponderProcess("-q", "--admin", "127.0.0.1:0") as process, \
             Linphone(tmp_path, delayed_offer=True, nortp_timeout=3) as phone:
-        server = Server(process)
+        server = ResponderAdmin(process)
         mark = phone.mark()
         start_call(server, phone)
         invite = phone.wait_sip(True, "INVITE")
@@ -193,7 +149,7 @@ def test_digits_typed_in_linphonec_reach_the_journal(tmp_path: Path) -> None:
     codec we answered, opus: 48 kHz)."""
     with ResponderProcess("-q", "--admin", "127.0.0.1:0") as process, \
             Linphone(tmp_path) as phone:
-        server = Server(process)
+        server = ResponderAdmin(process)
         start_call(server, phone)
         ok = phone.wait_sip(False, "SIP/2.0 200", cseq=phone.sip()[0].cseq)
         assert "telephone-event/" in ok.body

@@ -21,17 +21,13 @@ Twinkle writes every SIP message it sends or receives to ``~/.twinkle/twinkle.lo
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
-from types import TracebackType
 
-from interop_support import tool
+from interop_support import PeerProcess, tool
 
 START_TIMEOUT = 10.0
 PROMPT = "Twinkle>"
@@ -88,10 +84,13 @@ def free_udp() -> int:
         return port
 
 
-class Twinkle:
+class Twinkle(PeerProcess):
     """One twinkle-console process with the profile ``test`` (``sip:alice@127.0.0.1``)."""
 
+    name = "twinkle"
+
     def __init__(self, directory: Path) -> None:
+        super().__init__()
         self.binary = tool("twinkle", "twinkle-console")
         self.home = directory
         self.sip_port = free_udp()
@@ -101,10 +100,6 @@ class Twinkle:
         (directory / ".asoundrc").write_text(ASOUNDRC)
         (config / "test.cfg").write_text(PROFILE)
         (config / "twinkle.sys").write_text(SYSTEM)
-        self.output = ""
-        self._cond = threading.Condition()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
 
     @property
     def argv(self) -> list[str]:
@@ -113,10 +108,7 @@ class Twinkle:
 
     def __enter__(self) -> Twinkle:
         env = {**os.environ, "HOME": str(self.home)}
-        self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, cwd=self.home, env=env)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.start(self.argv, self.home, env)
         try:
             self.wait_output(PROMPT, START_TIMEOUT)
         except BaseException:
@@ -124,74 +116,17 @@ class Twinkle:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            try:
-                self.command("quit")
-                proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        if proc.poll() is None:
-            proc.kill()  # our own child, by its handle
-            proc.wait(5)
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-        if self._reader is not None:
-            self._reader.join(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        self._proc = None
-
-    @property
-    def returncode(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
+    def quit(self, proc: subprocess.Popen[bytes]) -> bool:
+        self.command("quit")
+        return True
 
     # --- console -------------------------------------------------------------------------
     def command(self, line: str) -> int:
         """Type ``line``; returns the output offset before it (for ``wait_output(after=)``)."""
-        assert self._proc is not None and self._proc.stdin is not None
-        with self._cond:
+        with self.cond:
             mark = len(self.output)
-        self._proc.stdin.write(line.encode() + b"\n")
-        self._proc.stdin.flush()
+        self.send_line(line)
         return mark
-
-    def wait_output(self, pattern: str, timeout: float = 10.0, after: int = 0) -> re.Match[str]:
-        """The first match of the regex ``pattern`` in the output from offset ``after``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = regex.search(self.output, after)
-                if found is not None:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._proc is None or self._proc.poll() is not None:
-                    raise AssertionError(
-                        f"twinkle never printed {pattern!r} within {timeout} s (exit status "
-                        f"{self.returncode}); output:\n{self.output[-3000:]}")
-                self._cond.wait(min(remaining, 0.1))
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            with self._cond:
-                self.output += chunk.decode("utf-8", "replace")
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
 
     # --- its log -------------------------------------------------------------------------
     def log(self) -> str:
