@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sip import Response, answer, feed, read_response, sends
 from sip import request as plain_request
 
@@ -29,8 +31,10 @@ def request(method: str, *, branch: str, cseq: int = 1, to_tag: str | None = Non
             call_id: str = "call-1@test") -> bytes:
     to = "<sip:1000@lab.example>" + (f";tag={to_tag}" if to_tag else "")
     extra = "".join(f"{n}: {v}\r\n" for n, v in headers or ())
-    return plain_request(method, branch=branch, cseq=cseq, to=to, extra=extra,
-                         body=body.decode(), call_id=call_id)
+    head = plain_request(method, branch=branch, cseq=cseq, to=to, extra=extra,
+                         body="", call_id=call_id)
+    # The body as bytes (any bytes): Content-Length counts them.
+    return head.replace(b"Content-Length: 0\r\n", b"Content-Length: %d\r\n" % len(body)) + body
 
 
 def engine(*specs: str, rules_text: str | None = None) -> Engine:
@@ -306,3 +310,30 @@ def read_request(data: bytes) -> Request:
 
 def responses_of(effects: list[Effect]) -> list[int]:
     return [read_response(s.data).status for s in sends(effects)]
+
+
+SDP_LINES = [b"v=0", b"o=- 1 1 IN IP4 127.0.0.1", b"s=-", b"c=IN IP4 127.0.0.1",
+             b"c=IN IP6 ::1", b"t=0 0", b"m=audio 6000 RTP/AVP 0 8 101", b"m=video 0 RTP/AVP 96",
+             b"m=audio 1 RTP/SAVP 0", b"a=rtpmap:101 telephone-event/8000", b"a=sendonly",
+             b"a=inactive", b"a=ptime:20", b"a=rtpmap:0", b"m=audio", b"x", b"\xff", b""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(SDP_LINES), max_size=12).map(b"\r\n".join)
+       | st.binary(max_size=300),
+       st.sampled_from(["INVITE", "UPDATE", "ACK", "BYE"]), st.booleans(),
+       st.sampled_from(["application/sdp", "multipart/mixed;boundary=b",
+                        "multipart/mixed", "text/plain"]))
+def test_any_body_to_any_call_request_is_answered_never_an_internal_error(
+        body: bytes, method: str, in_dialog: bool, ctype: str) -> None:
+    """SPEC §10 for the calls' path: whatever the body, the engine answers (or, for ACK,
+    stays silent); nothing is ever the safety net's ``internal-error``."""
+    e = engine()
+    tag = responses(e, invite())[-1].to_tag if in_dialog else None
+    data = invite(body, method=method, branch="z9hG4bK-f", cseq=2, to_tag=tag, ctype=ctype)
+    out = sends(feed(e, data, SRC, 1.0, LOCAL))
+    assert e.counters.discarded.get("internal-error", 0) == 0
+    if method == "ACK":
+        assert out == []
+    else:
+        assert out and all(100 <= read_response(s.data).status < 700 for s in out)
