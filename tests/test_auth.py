@@ -157,3 +157,31 @@ def test_proxy_challenge_uses_407_and_proxy_authorization() -> None:
     right = request("INVITE", uri="sip:1000@lab.example", call_id="inv", cseq=3,
                     extra=f"Proxy-Authorization: {creds}\r\n")
     assert read_response(answer(e, right, SRC, 1.0)[0].data).status == 486
+
+
+def test_a_short_nonce_lifetime_is_the_lifetime_from_issue_and_stale_gets_a_fresh_nonce() -> None:
+    """nonce_lifetime under 30 s: a nonce is good for its lifetime from when it was issued
+    (it used to be stamped to a 30 s window and could be stale at once), and the stale
+    challenge carries a new nonce (it used to repeat the stale one)."""
+    from responder.sip.auth import new_nonce, nonce_window
+
+    cfg = AuthConfig(realm="lab", users={"1000": "pw"}, nonce_lifetime=5.0)
+    seeded = Seeded(3)
+    assert nonce_window(5.0) == 1 and nonce_window(300.0) == 30 and nonce_window(0.5) == 1
+    issued = new_nonce(cfg, seeded, 100.7, "127.0.0.1")
+    for later, fresh in ((0.0, True), (4.9, True), (5.9, False)):
+        now = 100.7 + later
+        ok = seeded.nonce_valid(issued, "127.0.0.1", now, cfg.nonce_lifetime
+                                + nonce_window(cfg.nonce_lifetime))
+        assert ok is fresh, (later, ok)
+    assert new_nonce(cfg, seeded, 106.6, "127.0.0.1") != issued
+    # A retransmission inside the same second gets the same nonce (same bytes).
+    assert new_nonce(cfg, seeded, 100.9, "127.0.0.1") == issued
+    # Through verify: the right answer 4.9 s after the challenge is OK, 5.9 s after stale.
+    short = AuthConfig(realm="lab.example", users={"1000": "s3cret"}, nonce_lifetime=5.0)
+    chal = challenge(short, new_nonce(short, SEEDED, 100.7, SRC[0]))
+    answer = digest("REGISTER", "sip:lab.example", "1000", "s3cret", chal)
+    for later, verdict in ((4.9, Verdict.OK), (5.9, Verdict.STALE)):
+        got = verify(short, parse(register(answer)), "authorization", SEEDED, 100.7 + later,
+                     SRC[0])
+        assert got is verdict, (later, got)

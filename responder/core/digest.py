@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from responder.rules.model import Reply, Rule, Step
 from responder.sip.addr import Addr
-from responder.sip.auth import AuthConfig, Verdict, challenge, verify
+from responder.sip.auth import AuthConfig, Verdict, challenge, new_nonce, verify
 from responder.sip.message import Request
 from responder.sip.seeded import Seeded
 
@@ -22,7 +22,7 @@ def authorize(rule: Rule, cfg: AuthConfig, req: Request, source: Addr, now: floa
     verdict = verify(cfg, req, key, seeded, now, source[0])
     if verdict is Verdict.OK:
         return rule.reply, rule.name
-    value = challenge(cfg, seeded.nonce(now, source[0]), verdict is Verdict.STALE)
+    value = challenge(cfg, new_nonce(cfg, seeded, now, source[0]), verdict is Verdict.STALE)
     if rule.proxy_challenge:
         step = Step.make(407, headers=(("Proxy-Authenticate", value),))
     else:

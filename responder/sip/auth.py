@@ -40,6 +40,19 @@ class AuthConfig:
     nonce_lifetime: float = 300.0
 
 
+def nonce_window(lifetime: float) -> int:
+    """Seconds a nonce's time stamp is rounded down to: one stamp per window, so that the
+    retransmissions of a request inside it get byte-identical challenges (SPEC §3.4). At
+    most a quarter of the lifetime (at least 1 s, at most 30 s): a nonce is then valid for
+    ``lifetime`` from when it was issued, and a stale challenge's nonce is a new one."""
+    return max(1, min(30, int(lifetime // 4)))
+
+
+def new_nonce(cfg: AuthConfig, seeded: Seeded, now: float, source_host: str) -> str:
+    """The nonce of a challenge issued at ``now`` to ``source_host``."""
+    return seeded.nonce(now, source_host, nonce_window(cfg.nonce_lifetime))
+
+
 class Verdict(enum.Enum):
     OK = "ok"
     MISSING = "missing"   # no credentials for our realm
@@ -134,6 +147,8 @@ def verify(
     nonce = found["nonce"]
     if not seeded.nonce_valid(nonce, source_host, now, float("inf")):
         return Verdict.WRONG  # not a nonce we issued to this host
-    if not seeded.nonce_valid(nonce, source_host, now, cfg.nonce_lifetime):
+    # Stamped up to one window before it was issued: valid for the lifetime from its issue.
+    window = nonce_window(cfg.nonce_lifetime)
+    if not seeded.nonce_valid(nonce, source_host, now, cfg.nonce_lifetime + window):
         return Verdict.STALE
     return Verdict.OK

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from responder.sip import codes
 from responder.sip.addr import Addr as Addr
-from responder.sip.auth import AuthConfig, challenge
+from responder.sip.auth import AuthConfig, challenge, new_nonce
 from responder.sip.message import Request
 from responder.sip.numbers import MAX_UINT32, number
 from responder.sip.seeded import Seeded
@@ -58,7 +58,8 @@ _NO_AUTH = AuthConfig()
 
 def _challenge(req: Request, ctx: Context) -> str:
     """A rule that answers 401/407 without ``auth: digest`` still sends a valid challenge."""
-    return challenge(ctx.auth or _NO_AUTH, ctx.seeded.nonce(ctx.now, ctx.source[0]))
+    cfg = ctx.auth or _NO_AUTH
+    return challenge(cfg, new_nonce(cfg, ctx.seeded, ctx.now, ctx.source[0]))
 
 
 def _unsupported(req: Request, ctx: Context) -> str:
