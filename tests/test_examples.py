@@ -68,6 +68,10 @@ def test_scanner_honeypot_challenges_scanners_forever_and_hides_extensions() -> 
     for user in ("100", "101", "999"):
         inv = request("INVITE", uri=f"sip:{user}@pbx", call_id=user, extra=scanner)
         assert statuses(feed(e, inv, SRC, 0.0)) == [404]
+    # The comment names sipsak among the scanners: its User-Agent is recognised too.
+    sipsak = request("OPTIONS", uri="sip:100@pbx", call_id="s",
+                     extra="User-Agent: sipsak 0.9.8.1\r\n")
+    assert statuses(feed(e, sipsak, SRC, 0.0)) == [404]
 
 
 def test_registrar_refuses_brief_expiry_challenges_known_users_and_404s_unknown() -> None:
@@ -83,6 +87,7 @@ def test_registrar_refuses_brief_expiry_challenges_known_users_and_404s_unknown(
         return resp.status
 
     assert register("1000", "30", "a") == 423
+    assert register("1000", "0", "z") == 401  # a de-registration is no brief expiry
     assert register("1000", "3600", "b") == 401
     assert register("alice", "600", "c") == 401
     assert register("mallory", "600", "d") == 404
