@@ -657,3 +657,18 @@ def test_sip_is_answered_while_a_large_put_rules_is_built() -> None:
         assert slowest < 0.5
         assert sip_status(server, "OPTIONS") == 294
         stop_quietly(server)
+
+
+def test_sighup_after_put_rules_goes_back_to_the_command_lines_rules(
+        admin: tuple[ResponderProcess, str]) -> None:
+    """Started without --rules: SIGHUP undoes PUT /rules (as docs/operations.md says), back
+    to the --rule rules in front of the built-in ones."""
+    import signal
+
+    server, base = admin
+    assert put_rules(base, "INVITE->603\n", "text/plain").status == 200
+    assert sip_status(server, "INVITE", "2000") == 603
+    server.send_signal(signal.SIGHUP)
+    server.wait_for_stderr("rules reloaded")
+    assert sip_status(server, "INVITE", "1000") == 486  # the --rule rule
+    assert sip_status(server, "INVITE", "2000") == 100  # the built-in 100, 180, 200

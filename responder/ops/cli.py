@@ -226,10 +226,11 @@ def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeL
     summary_interval = 1.0 if args.verbose else 10.0
 
     def reload() -> RuleSet:
-        # SIGHUP: re-read the file; the --rule rules stay in front of it.
+        # SIGHUP: back to the command line's rules: the file re-read (or the built-in rules
+        # without one), the --rule rules in front; what PUT /rules installed is undone.
         return build_ruleset(args.rules, args.rule)
 
-    reloader = reload if args.rules else None
+    reloader = reload
     try:
         if args.workers > 1:
             return serve_workers(
