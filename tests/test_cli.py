@@ -5,9 +5,11 @@ Each test starts its own process on a free loopback port and talks real UDP to i
 
 from __future__ import annotations
 
+import argparse
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -442,3 +444,28 @@ def test_defaults_come_from_the_package_in_an_empty_directory(tmp_path: Path) ->
     assert run.returncode == 0, run.stderr
     shipped = (Path(__file__).resolve().parents[1] / "config" / "rules.yaml").read_text()
     assert run.stdout == dump(load_text(shipped, "config/rules.yaml"))
+
+
+def test_listen_without_a_port_takes_5060_and_ports_are_ascii_digits() -> None:
+    from responder.ops.cli import parse_listen
+
+    assert parse_listen("127.0.0.1") == ("127.0.0.1", 5060)
+    assert parse_listen("udp:lab.example") == ("lab.example", 5060)
+    assert parse_listen("[::1]") == ("::1", 5060)
+    assert parse_listen("::1") == ("::1", 5060)
+    assert parse_listen("[::1]:5070") == ("::1", 5070)
+    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    for bad in ("127.0.0.1:\u00b2", "127.0.0.1:65536", "127.0.0.1:x", "127.0.0.1:" + "0" * 9):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_listen(bad)
+
+
+def test_a_bind_error_names_the_address() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = run_cli("--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"cannot listen: [Errno 98] 127.0.0.1:{port}: Address already in use" \
+        in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

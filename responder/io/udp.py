@@ -28,7 +28,7 @@ from functools import lru_cache, partial
 from responder._accel import SPEEDUPS
 from responder.core.effects import UDP, Effect, Handoff, Inbound, Send
 from responder.core.engine import Engine
-from responder.sip.addr import Addr
+from responder.sip.addr import Addr, hostport
 
 Recv = Callable[[], list[tuple[bytes, Addr]]]  # up to MANY datagrams; [] when none waits
 SendMany = Callable[[list[Effect]], int]  # sends the Sends' data; returns how many failed
@@ -112,6 +112,8 @@ def socket_io(sock: socket.socket) -> tuple[Recv, SendMany]:
 
 
 def bind_udp(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to ``host:port``; an OSError names the address
+    (``127.0.0.1:5060: Address already in use``, an unknown host, a denied port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -122,6 +124,9 @@ def bind_udp(host: str, port: int) -> socket.socket:
         for opt, size in ((socket.SO_RCVBUF, 4 << 20), (socket.SO_SNDBUF, 4 << 20)):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, opt, size)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"{hostport((host, port))}: {exc.strerror or exc}") from None
     except BaseException:
         sock.close()
         raise

@@ -55,8 +55,9 @@ def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
     return check
 
 
-def _hostport(text: str, prefixes: tuple[str, ...]) -> Addr:
-    """``HOST:PORT`` or ``[IPV6]:PORT``, after an optional prefix from ``prefixes``."""
+def _hostport(text: str, prefixes: tuple[str, ...], default_port: int | None = None) -> Addr:
+    """``HOST:PORT`` or ``[IPV6]:PORT``, after an optional prefix from ``prefixes``; with
+    ``default_port``, ``HOST``, ``[IPV6]`` and a bare IPv6 address take that port."""
     t = text
     for prefix in prefixes:
         if t.lower().startswith(prefix):
@@ -64,22 +65,38 @@ def _hostport(text: str, prefixes: tuple[str, ...]) -> Addr:
             break
     if t.startswith("["):
         host, _, rest = t[1:].partition("]")
+        if default_port is not None and rest == "":
+            return host, default_port
         if not rest.startswith(":"):
             raise argparse.ArgumentTypeError(f"{text!r}: expected [IPV6]:PORT")
         port_text = rest[1:]
     else:
         host, sep, port_text = t.rpartition(":")
+        if default_port is not None and (not sep or _is_ipv6(t)):
+            return t, default_port
         if not sep or ":" in host:
             raise argparse.ArgumentTypeError(
                 f"{text!r}: expected HOST:PORT or [IPV6]:PORT")
-    if not host or not port_text.isdigit() or int(port_text) > 65535:
+    if not host or not (port_text.isascii() and port_text.isdigit()) or len(port_text) > 5 \
+            or int(port_text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT with a port 0-65535")
     return host, int(port_text)
 
 
+def _is_ipv6(text: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+SIP_PORT = 5060  # RFC 3261 §19.1.2: a --listen without a port takes it
+
+
 def parse_listen(text: str) -> Addr:
-    """``HOST:PORT``, ``[IPV6]:PORT``, optionally prefixed ``udp:`` (or ``udp://``)."""
-    return _hostport(text, ("udp://", "udp:"))
+    """``HOST:PORT``, ``[IPV6]:PORT``, optionally prefixed ``udp:`` (or ``udp://``); without
+    a port (``127.0.0.1``, ``[::1]``, ``::1``), SIP's 5060."""
+    return _hostport(text, ("udp://", "udp:"), SIP_PORT)
 
 
 def parse_http(text: str) -> Addr:
