@@ -77,9 +77,13 @@ class _Walker:
             raise self.error(node, str(exc.problem)) from None
 
     def text(self, node: Node, what: str) -> str:
+        """Text as the user typed it: an unquoted scalar that YAML 1.1 reads as a number
+        (``+4930123``, ``0100`` -- octal 64 --, a password ``0123``) is taken as written."""
         value = self.scalar(node)
         if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
             raise self.error(node, f"{what} must be text")
+        if isinstance(value, (int, float)) and isinstance(node, ScalarNode):
+            return str(node.value)
         return str(value)
 
     def mapping(
@@ -107,6 +111,9 @@ class _Walker:
         code = parse_code(str(value)) if isinstance(value, int) and not isinstance(
             value, bool) else None
         if code is None:
+            if isinstance(value, str) and parse_code(value.strip()) is not None:
+                raise self.error(node, f"bad response code {value!r}: a number, written "
+                                       f"without quotes (e.g. {value.strip()})")
             raise self.error(node, f"bad response code {value!r}: a number from 100 to 699")
         return code
 

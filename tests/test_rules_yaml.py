@@ -1,0 +1,39 @@
+"""What the user typed in a rules file is what is matched (issue 12): YAML 1.1 does not get to
+rewrite unquoted values, and a quoted code is named as such."""
+
+from __future__ import annotations
+
+import pytest
+
+from responder.rules.loader import load_text
+from responder.rules.model import RuleError
+
+
+@pytest.mark.parametrize(("written", "meant"), [
+    ("+4930123", "+4930123"),  # YAML 1.1: the int 4930123
+    ("0100", "0100"),          # YAML 1.1: octal, the int 64
+    ("0x1F", "0x1F"),          # YAML 1.1: hexadecimal, 31
+    ("1_000", "1_000"),        # YAML 1.1: 1000
+    ("1e3", "1e3"),
+    ("1000", "1000"),
+])
+def test_unquoted_users_are_matched_as_written(written: str, meant: str) -> None:
+    ruleset = load_text(f"rules:\n  - match: {{method: INVITE, user: {written}}}\n"
+                        f"    respond: 486\n", "t.yaml")
+    user = ruleset.rules[0].match.user
+    assert user is not None and user.text == meant
+
+
+def test_an_unquoted_password_is_the_password_as_written() -> None:
+    ruleset = load_text('auth:\n  realm: lab\n  users: {"1000": 0123, 0100: 1e3}\n'
+                        "rules: []\n", "t.yaml")
+    assert ruleset.auth is not None
+    assert dict(ruleset.auth.users) == {"1000": "0123", "0100": "1e3"}
+
+
+def test_a_quoted_code_is_named_as_quoted() -> None:
+    with pytest.raises(RuleError, match=r"t\.yaml:2:14: bad response code '486': a number, "
+                                        r"written without quotes \(e\.g\. 486\)"):
+        load_text('rules:\n  - respond: "486"\n', "t.yaml")
+    with pytest.raises(RuleError, match="a number from 100 to 699"):
+        load_text("rules:\n  - respond: 999\n", "t.yaml")
