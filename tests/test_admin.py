@@ -672,3 +672,12 @@ def test_sighup_after_put_rules_goes_back_to_the_command_lines_rules(
     server.wait_for_stderr("rules reloaded")
     assert sip_status(server, "INVITE", "1000") == 486  # the --rule rule
     assert sip_status(server, "INVITE", "2000") == 100  # the built-in 100, 180, 200
+
+
+def test_put_rules_with_curls_default_form_type_is_one_line_rules(
+        admin: tuple[ResponderProcess, str]) -> None:
+    """curl --data 'INVITE->603' sends application/x-www-form-urlencoded: one-line rules."""
+    server, base = admin
+    got = put_rules(base, "INVITE->603", "application/x-www-form-urlencoded")
+    assert got.status == 200, got.text
+    assert sip_status(server, "INVITE", "2000") == 603

@@ -37,3 +37,27 @@ def test_a_quoted_code_is_named_as_quoted() -> None:
         load_text('rules:\n  - respond: "486"\n', "t.yaml")
     with pytest.raises(RuleError, match="a number from 100 to 699"):
         load_text("rules:\n  - respond: 999\n", "t.yaml")
+
+
+def test_rules_that_can_never_match_are_warned_about() -> None:
+    from responder.rules.loader import build_ruleset
+
+    def warned(spec: str) -> str:
+        return " ".join(build_ruleset(None, [spec]).warnings)
+
+    assert "SIP methods are case-sensitive (RFC 3261 §7.1); write INVITE" in warned("invite->486")
+    assert "'INVIT' is no SIP method: did you mean INVITE?" in warned("INVIT->486")
+    assert "a rule for ACK never applies" in warned("ACK->200")
+    assert warned("FOO->200") == "" and warned("INVITE->486") == ""  # extension methods: fine
+    yaml_warned = load_text("rules:\n  - match: {method: invite}\n    respond: 486\n",
+                            "t.yaml").warnings
+    assert yaml_warned and yaml_warned[0].startswith("t.yaml:2:")
+
+
+def test_curl_form_content_type_carries_one_line_rules() -> None:
+    from responder.rules.oneline import is_oneline
+
+    assert is_oneline("INVITE->486", "application/x-www-form-urlencoded")
+    assert is_oneline("INVITE->486\n", "text/plain; charset=utf-8")
+    assert not is_oneline("INVITE->486", "application/yaml")
+    assert not is_oneline("rules: []", "application/x-www-form-urlencoded")

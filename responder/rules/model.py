@@ -7,6 +7,7 @@ build these values, :mod:`.matcher` reads them.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import math
 from collections.abc import Callable, Sequence
@@ -340,12 +341,35 @@ def validate_rule(rule: Rule, where: Sequence[str] | str | Where) -> list[str]:
     if rule.drop_first and not rule.reply:
         raise RuleError(f"{at(-1, 'drop_first:')}: drop_first makes no sense with "
                         "respond: drop")
-    warnings = []
+    warnings = [f"{at(-1, 'method')}: {w}" for w in method_warnings(rule.match.methods)]
     if rule.media_given is not None:
         if not rule.reply:
             raise RuleError(f"{at(-1, 'media:')}: media makes no sense with respond: drop")
         warnings += validate_media(rule.media_given, media_at(at, -1))
     return warnings + validate_reply(rule.reply, rule.match.methods, at)
+
+
+# The methods of the SIP specifications (RFC 3261, 3262, 3265, 3311, 3428, 3515, 3903, 6086).
+SIP_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+               "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+
+
+def method_warnings(methods: frozenset[str] | None) -> list[str]:
+    """Why a rule's methods can never match: SIP methods are case-sensitive (``invite``
+    matches no INVITE), ACK is never answered, and a name one letter away from a SIP
+    method is probably a typo (other names are extension methods, and fine)."""
+    out = []
+    for method in sorted(methods or ()):
+        if method.upper() in SIP_METHODS and method != method.upper():
+            out.append(f"method {method!r} matches no {method.upper()}: SIP methods are "
+                       f"case-sensitive (RFC 3261 §7.1); write {method.upper()}")
+        elif method == "ACK":
+            out.append("a rule for ACK never applies: ACK is never answered")
+        elif method not in SIP_METHODS:
+            close = difflib.get_close_matches(method.upper(), SIP_METHODS, n=1, cutoff=0.8)
+            if close:
+                out.append(f"method {method!r} is no SIP method: did you mean {close[0]}?")
+    return out
 
 
 def media_at(at: Where, i: int) -> Callable[[str], str]:

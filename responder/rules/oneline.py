@@ -87,10 +87,11 @@ def is_oneline(text: str, content_type: str | None = None) -> bool:
     not start like a rules file (``rules:``, ``identity:``, ``auth:``, ``default:``,
     ``media:``, ``{``),
     and there is at least one such line. A rules file always has a key line without
-    ``->``. With ``content_type`` (HTTP), only ``text/plain`` can be one-line rules.
+    ``->``. With ``content_type`` (HTTP), only ``text/plain`` can be one-line rules, and
+    ``application/x-www-form-urlencoded``: what ``curl --data 'INVITE->486'`` sends.
     """
-    if content_type is not None and \
-            content_type.split(";")[0].strip().lower() != "text/plain":
+    if content_type is not None and content_type.split(";")[0].strip().lower() not in (
+            "text/plain", "application/x-www-form-urlencoded"):
         return False
     lines = [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
     return bool(lines) and all("->" in s and not s.startswith(YAML_KEYS) for s in lines)
