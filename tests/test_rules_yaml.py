@@ -61,3 +61,24 @@ def test_curl_form_content_type_carries_one_line_rules() -> None:
     assert is_oneline("INVITE->486\n", "text/plain; charset=utf-8")
     assert not is_oneline("INVITE->486", "application/yaml")
     assert not is_oneline("rules: []", "application/x-www-form-urlencoded")
+
+
+def test_a_rule_after_a_catch_all_in_the_same_file_is_warned_about() -> None:
+    text = ("rules:\n  - name: all\n    respond: 486\n"
+            "  - name: inv\n    match: {method: INVITE}\n    respond: 200\n"
+            "  - name: cancel\n    match: {method: CANCEL}\n    respond: 200\n"
+            "  - name: some\n    match: {method: OPTIONS, user: '1*'}\n    respond: 404\n")
+    warnings = load_text(text, "t.yaml").warnings
+    assert warnings == ("t.yaml:4:5: rule 'inv' is never reached: t.yaml:2:5 ('all') takes "
+                        "every request it could match",
+                        "t.yaml:10:5: rule 'some' is never reached: t.yaml:2:5 ('all') takes "
+                        "every request it could match")
+    partial = ("rules:\n  - match: {method: INVITE, user: '1*'}\n    respond: 486\n"
+               "  - match: {method: INVITE}\n    respond: 200\n"
+               "  - match: {method: INVITE}\n    probability: 0.5\n    respond: 503\n"
+               "  - match: {method: INVITE}\n    respond: 200\n")
+    # The first rule has a user condition: it shadows nothing; the second takes every
+    # INVITE, so the two after it are never reached (a probability does not help them).
+    assert [w.split(" (")[0] for w in load_text(partial, "t.yaml").warnings] == [
+        "t.yaml:6:5: rule '#3' is never reached: t.yaml:4:5",
+        "t.yaml:9:5: rule '#4' is never reached: t.yaml:4:5"]

@@ -33,6 +33,7 @@ from responder.rules.model import (
     RuleSet,
     Step,
     Where,
+    shadowed,
     validate_reply,
     validate_rule,
 )
@@ -423,6 +424,7 @@ def load_text(text: str, filename: str) -> RuleSet:
         if not isinstance(node, SequenceNode):
             raise walker.error(node, "rules must be a list")
         rules = [walker.rule(n, i, auth) for i, n in enumerate(node.value)]
+        walker.warnings += shadowed(rules)
     default: Reply = (Step.make(200),)
     if "default" in top:
         node = top["default"][1]

@@ -349,6 +349,31 @@ def validate_rule(rule: Rule, where: Sequence[str] | str | Where) -> list[str]:
     return warnings + validate_reply(rule.reply, rule.match.methods, at)
 
 
+def shadowed(rules: Sequence[Rule]) -> list[str]:
+    """Rules that can never be reached: an earlier rule takes every request they could
+    match (no condition but its methods, which cover theirs; probability 1). Meant for the
+    rules of one file: ``--rule`` rules in front of a file shadow it on purpose."""
+    out = []
+    for i, rule in enumerate(rules):
+        for earlier in rules[:i]:
+            m = earlier.match
+            if (m.user or m.from_user or m.to_user or m.source or m.headers
+                    or m.in_dialog is not None or earlier.probability < 1.0
+                    or earlier.drop_first):
+                continue
+            theirs = rule.match.methods
+            if m.methods is None:
+                covered = theirs is None or not (theirs & NOT_BY_STAR)
+            else:
+                covered = theirs is not None and theirs <= m.methods
+            if covered:
+                out.append(f"{rule.origin or rule.name}: rule {rule.name!r} is never reached: "
+                           f"{earlier.origin or earlier.name} ({earlier.name!r}) takes every "
+                           f"request it could match")
+                break
+    return out
+
+
 # The methods of the SIP specifications (RFC 3261, 3262, 3265, 3311, 3428, 3515, 3903, 6086).
 SIP_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
                "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
