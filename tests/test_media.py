@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import struct
 
-from responder.core.media import DIGITS_LIMIT, ECHO, SINK, Media
+from responder.core.media import DIGITS_LIMIT, Media
+from responder.rules.model import ECHO, SINK
 
 CALLER = ("127.0.0.1", 6000)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+from pathlib import Path
 
 from support import ResponderProcess, parse_message
 
@@ -114,4 +115,20 @@ def test_each_worker_has_its_own_media_socket_and_answers_name_the_owners() -> N
             media.sendto(rtp(1), ("127.0.0.1", port))
             _, source = media.recvfrom(2048)
             assert source == ("127.0.0.1", port)
+        assert server.stop() == 0
+
+
+def test_the_rules_media_port_is_the_media_sockets_port(tmp_path: Path) -> None:
+    """``media: {port: N}`` (SPEC §8.3): the media socket listens there and answers name it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(f"media: {{port: {port}}}\nrules: []\n", encoding="utf-8")
+    with ResponderProcess("-q", "--rules", str(rules)) as server:
+        assert int(server.wait_for_stderr(MEDIA_LINE).group(1)) == port
+        with server.client() as client:
+            ok = client.exchange(client.request("INVITE", body=offer(4000),
+                                                content_type="application/sdp"))[-1]
+        assert f"m=audio {port} RTP/AVP 0 101\r\n" in ok.body.decode()
         assert server.stop() == 0

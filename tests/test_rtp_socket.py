@@ -8,8 +8,9 @@ import struct
 
 import pytest
 
-from responder.core.media import ECHO, SINK, Media
+from responder.core.media import Media
 from responder.io import rtp
+from responder.rules.model import ECHO, SINK
 
 
 def packet(seq: int, ssrc: int = 0x01020304) -> bytes:

@@ -1,6 +1,6 @@
 """Calls that connect: which body a response to an offer carries (SPEC §8.1), sans-I/O.
 
-The engine asks :func:`read_session` what a request offers (an SDP offer, none, or an offer
+The engine asks :func:`offer_of` what a request offers (an SDP offer, none, or an offer
 it cannot read), and :func:`session_body` what a response of a given code carries:
 
 * a 2xx to an INVITE or UPDATE with an offer: the answer (:mod:`responder.sip.sdp`); a 183
@@ -41,14 +41,10 @@ _OFFERS: dict[bytes, sdp.Offer | sdp.BadSdp] = {}
 _BODIES: dict[tuple[object, ...], bytes | None] = {}
 
 
-def read_session(req: Request) -> sdp.Offer | None:
-    """The SDP offer of an INVITE or UPDATE, None when it has none; raises
-    :class:`~responder.sip.sdp.BadSdp` for an offer we cannot read."""
-    return offer_of(req)[1]
-
-
 def offer_of(req: Request) -> tuple[bytes | None, sdp.Offer | None]:
-    """:func:`read_session`, with the offer's SDP bytes (what the answer caches key on)."""
+    """The SDP offer of an INVITE or UPDATE and its bytes (what the answer cache keys on);
+    (None, None) when it has none; :class:`~responder.sip.sdp.BadSdp` for an offer we
+    cannot read."""
     if req.method not in OFFER_METHODS or not req.body:
         return None, None
     body = sdp.sdp_of(req.header("content-type"), req.body)
@@ -72,9 +68,7 @@ def session_id(tag: str) -> int:
     """The SDP session id of a dialog: our To tag (12 hex digits of a keyed hash of Call-ID
     and From tag, SPEC §4) read as a number, 48 bits (RFC 4566 §5.2: it fits an NTP
     timestamp's integer part's range loosely and is positive)."""
-    if len(tag) <= 16 and all(c in "0123456789abcdef" for c in tag):
-        return int(tag, 16)
-    return int.from_bytes(tag.encode("utf-8", "surrogateescape")[:6].ljust(6, b"\0"), "big")
+    return int(tag, 16)
 
 
 def carries_session(req: Request, code: int, cfg: MediaConfig) -> bool:
@@ -89,29 +83,28 @@ def session_body(
     offer: sdp.Offer | None,
     cfg: MediaConfig,
     *,
-    offer_sdp: bytes | None = None,
+    offer_sdp: bytes | None,
     session: int,
     address: str,
     port: int | None,
 ) -> bytes:
     """The SDP of a response that carries one: our answer to ``offer``, or our offer when
     ``req`` had none (an INVITE's delayed offer); :data:`NOT_ACCEPTABLE` when nothing of
-    ``offer`` can be accepted."""
+    ``offer`` can be accepted. ``offer_sdp``: the offer's bytes, as :func:`offer_of` read
+    them (None with no offer)."""
     media_port = port if port else NO_MEDIA_PORT
     inactive = cfg.mode == NONE
     # Cached by the offer's bytes (their hash is kept by the bytes object), never by the
     # parsed Offer (hashing its nested tuples would cost more than the answer).
     key = (offer_sdp, cfg.codecs, address, media_port, inactive)
-    cacheable = offer is None or offer_sdp is not None
-    if cacheable and key in _BODIES:
+    if key in _BODIES:
         body = _BODIES[key]
     else:
         body = (sdp.offer_body(cfg.codecs, address, media_port, inactive) if offer is None
                 else sdp.answer_body(offer, cfg.codecs, address, media_port, inactive))
-        if cacheable:
-            if len(_BODIES) >= CACHE_LIMIT:
-                _BODIES.clear()
-            _BODIES[key] = body
+        if len(_BODIES) >= CACHE_LIMIT:
+            _BODIES.clear()
+        _BODIES[key] = body
     if body is None:
         return NOT_ACCEPTABLE
     return sdp.origin(session, req.cseq_num, address) + body

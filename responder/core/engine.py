@@ -345,7 +345,8 @@ class Engine:
             self.counters.dropped += 1
             return [self._dropped(req, ctx, "drop", rule, now, arrival)]
         tag = self.seeded.to_tag(req.call_id, req.from_tag)
-        if too_short(req, reply, self.ruleset.identity.supported):  # RFC 4028 §8.1
+        if req.method == "INVITE" and too_short(req, reply, self.ruleset.identity.supported):
+            # RFC 4028 §8.1 (the method test first: every other answer skips the call)
             return [self._emit(req, ctx, SESSION_TOO_SHORT, tag, TIMER_RULE, now, arrival)]
         answers = None
         if req.method in OFFER_METHODS and not (how is not None and how.sdp_ignore):

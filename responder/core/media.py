@@ -30,11 +30,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from responder.rules.model import ECHO, MEDIA_MODES, NONE, SINK
+from responder.rules.model import ECHO
 from responder.sip.addr import Addr
 
-MODES = MEDIA_MODES
-__all__ = ["ECHO", "MODES", "NONE", "SINK", "CallMedia", "Echo", "Media"]
 MEDIA_CALLS_LIMIT = 10_000   # calls whose media facts are kept (oldest forgotten first)
 PT_LIMIT = 8                 # payload types remembered per call
 DIGITS_LIMIT = 64            # DTMF digits remembered per call
