@@ -1,3 +1,3 @@
-from responder.ops.cli import main
+from responder.launch import main
 
 raise SystemExit(main())

@@ -192,6 +192,12 @@ def server_cmd(name: str, args: argparse.Namespace, profile: Path | None) -> lis
     if profile is not None:
         return [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "responder", "-q",
                 *shlex.split(args.responder_args)]
+    if name.startswith("responder@"):  # another checkout (its extension built in place)
+        tree = Path(name.partition("@")[2]).resolve()
+        if not (tree / "responder" / "__init__.py").is_file():
+            return None
+        return ["env", f"PYTHONPATH={tree}", sys.executable, "-m", "responder", "-q",
+                *shlex.split(args.responder_args)]
     return bench_calls.responder_command(name, shlex.split(args.responder_args))
 
 
@@ -232,7 +238,8 @@ def measure(name: str, command: list[str], streams: int, args: argparse.Namespac
                     "-mp", str(sipp_media), "-rtp_echo", "-t", "u1", "-nostdin"]
         return [*command, "--listen", f"{HOST}:{port}"]
 
-    server = bench.Running(bench.ServerSpec(name, build), args.server_cpu, work)
+    label = re.sub(r"[^\w.-]+", "_", name)  # responder@DIR: its log file's name
+    server = bench.Running(bench.ServerSpec(label, build), args.server_cpu, work)
     cmdline = shlex.join(server.cmd)
     gen = None
     try:
@@ -330,7 +337,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="rounds; medians are reported (default 3)")
     p.add_argument("--servers", default="responder,sipp",
                    help="comma-separated, in run order (default responder,sipp; also known: "
-                        "responder-pure, without the compiled fast path)")
+                        "responder-pure, without the compiled fast path; responder@DIR, the "
+                        "checkout in DIR, e.g. a 'git archive' of an older commit whose "
+                        "extension is built in place: before/after in one run)")
     p.add_argument("--responder-args", default="", help="extra sip-responder arguments")
     p.add_argument("--profile", metavar="FILE",
                    help="instead: one responder run under cProfile at --streams, the profile "
@@ -345,7 +354,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for name in args.servers:
-        if name not in ("responder", "responder-pure", "sipp"):
+        if name not in ("responder", "responder-pure", "sipp") \
+                and not name.startswith("responder@"):
             p.error(f"unknown server {name!r}")
     if args.streams < 1 or args.big < 0 or args.pps <= 0 or args.duration <= 0 \
             or args.repeat < 1:

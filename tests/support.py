@@ -36,7 +36,8 @@ STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 RECV_TIMEOUT = 5.0
 
-LISTENING = re.compile(r"listening on udp://(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^\s:/\]]+)):(?P<port>\d+)")
+LISTENING = re.compile(r"listening on (?P<scheme>udp|tcp|tls|ws|wss)://"
+                       r"(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^\s:/\]]+)):(?P<port>\d+)")
 
 
 # --------------------------------------------------------------------------- the program
@@ -132,7 +133,8 @@ class ResponderProcess:
         self.args = list(args)
         self.listen = list(listen)
         self.startup_timeout = startup_timeout
-        self.addresses: list[tuple[str, int]] = []
+        self.addresses: list[tuple[str, int]] = []  # the UDP ones (SipClient's)
+        self.listeners: list[tuple[str, str, int]] = []  # (scheme, host, port), all of them
         self.returncode: int | None = None
         self._cond = threading.Condition()
         self._stderr: list[str] = []
@@ -179,9 +181,9 @@ class ResponderProcess:
             while True:
                 found = [m for line in self._stderr if (m := LISTENING.search(line))]
                 if len(found) >= expected:
-                    self.addresses = [
-                        (m.group("v6") or m.group("v4"), int(m.group("port"))) for m in found
-                    ]
+                    self.listeners = [(m.group("scheme"), m.group("v6") or m.group("v4"),
+                                       int(m.group("port"))) for m in found]
+                    self.addresses = [(h, p) for s, h, p in self.listeners if s == "udp"]
                     return
                 if self._readers[0].finished or self._proc_exited():
                     raise ResponderStartError(
@@ -294,6 +296,10 @@ class ResponderProcess:
     @property
     def address(self) -> tuple[str, int]:
         return self.addresses[0]
+
+    def listener(self, scheme: str) -> tuple[str, int]:
+        """The first address listening for ``scheme`` (udp, tcp, tls, ws, wss)."""
+        return next((h, p) for s, h, p in self.listeners if s == scheme)
 
     def client(self, index: int = 0, timeout: float = RECV_TIMEOUT) -> SipClient:
         return SipClient(self.addresses[index], timeout=timeout)
@@ -630,6 +636,16 @@ class SipClient:
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        # A burst of answers read only after the burst is sent: the default receive buffer
+        # (212,992 bytes, about 160 small datagrams) would drop some. As root the kernel's
+        # rmem_max does not cap SO_RCVBUFFORCE.
+        for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+            if option is not None:
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
+                    break
+                except OSError:
+                    continue
         self.received: list[Datagram] = []
 
     @property

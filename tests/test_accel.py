@@ -9,6 +9,8 @@
   received/rport rule is written in both; the Hypothesis test of Via shapes below is what
   keeps the two copies equal.
 * To tags: the compiled BLAKE2b against hashlib.
+* The RTP echo's table (``EchoTable``) is checked at load like the rest; its behaviour is
+  held to the pure-Python media table in test_media_accel.py.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from test_speedups import PEERS, agree, msg
 
-from responder._accel import SPEEDUPS, SpeedupsWarning, mismatch
-from responder.core import answer
+from responder._accel import SPEEDUPS, SpeedupsWarning, adopt, mismatch
+from responder.core import answer, media
 from responder.rules.model import Identity, Step
 from responder.sip import codes, parser, seeded
 from responder.sip.builder import Context, head
@@ -52,13 +54,15 @@ def test_every_assumption_holds_and_every_part_is_used() -> None:
     if PURE:
         assert parser.COMPILED is None and parser.SPEEDUPS_DISABLED_BECAUSE is None
         assert answer._respond is None and seeded._TO_TAG is None
+        assert media.ECHO_TABLE is None and media.Media(1).fast is None
         return
     assert SPEEDUPS is not None
     assert parser.SPEEDUPS_DISABLED_BECAUSE is None and seeded.SPEEDUPS_DISABLED_BECAUSE is None
     assert parser.COMPILED is SPEEDUPS and parser._fast_parse is SPEEDUPS.parse
     assert answer._respond is SPEEDUPS.respond and seeded._TO_TAG is SPEEDUPS.to_tag
     assert mismatch(SPEEDUPS.ASSUMES["parser"], parser.speedups_layout()) is None
-    assert set(SPEEDUPS.ASSUMES) == {"parser", "to_tag"}
+    assert set(SPEEDUPS.ASSUMES) == {"parser", "to_tag", "media"}
+    assert media.ECHO_TABLE is SPEEDUPS and media._check(SPEEDUPS) is None
 
 
 @pytest.fixture
@@ -179,6 +183,22 @@ def test_a_build_that_does_not_fit_is_not_used(fake: Callable[[], ModuleType],
                                                reason: str) -> None:
     with pytest.warns(SpeedupsWarning, match=re.escape(reason)):
         assert parser.use_speedups(fake())[0] is None
+
+
+@needs_ext
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"RTCP payload types": (72, 79)}, "RTCP payload types: at position 1"),
+    ({"fixed RTP header": 8}, "fixed RTP header"),
+    (None, "no EchoTable"),
+])
+def test_the_rtp_echo_is_checked_too(change: dict[str, object] | None, reason: str) -> None:
+    assert SPEEDUPS is not None
+    ext = _fake(media={**SPEEDUPS.ASSUMES["media"], **(change or {})})
+    if change is not None:
+        vars(ext)["EchoTable"] = SPEEDUPS.EchoTable
+    with pytest.warns(SpeedupsWarning, match=re.escape(reason)):
+        table, why = adopt(ext, "RTP echo", media._check)
+    assert table is None and why is not None and reason in why
 
 
 @needs_ext

@@ -681,3 +681,77 @@ def test_put_rules_with_curls_default_form_type_is_one_line_rules(
     got = put_rules(base, "INVITE->603", "application/x-www-form-urlencoded")
     assert got.status == 200, got.text
     assert sip_status(server, "INVITE", "2000") == 603
+
+
+# --------------------------------------------------------------------------- journal contents
+# Issue 12: each request's headers and body, each response's bytes, bounded.
+
+
+def test_journal_gives_headers_body_and_responses() -> None:
+    """An INVITE with an SDP body, a header with a byte that is not UTF-8, a discarded
+    datagram: GET /journal shows what arrived and every response, as text."""
+    from support import SDP, invite
+
+    with ResponderProcess("--admin", "127.0.0.1:0", "-q",
+                          "--rule", "INVITE@1000->180,486/100ms") as server:
+        base = server.wait_for_stderr(ADMIN_LINE).group(1)
+        call_id = unique("journal")
+        with server.client() as client:
+            data = invite(uri="sip:1000@127.0.0.1", call_id=call_id, via_port=client.port,
+                          headers=(("Contact", "<sip:tester@127.0.0.1>"),
+                                   ("User-Agent", "phone \xe9"),))
+            data = data.replace("phone \xe9".encode(), b"phone \xe9\xff")
+            client.send(data)
+            got = [client.recv(5.0), client.recv(5.0)]
+            client.exchange(b"\x01 not sip\r\n")
+        entries = call("GET", base + "/journal").json()["entries"]
+        assert isinstance(entries, list)
+        by_call = {e["call_id"]: e for e in entries}
+        entry = by_call[call_id]
+        headers = entry["headers"]
+        assert ["User-Agent", "phone \\xe9\\xff"] in headers  # not UTF-8: \xNN
+        assert headers[0][0] == "Via" and ["Call-ID", call_id] in headers
+        assert entry["body"] == SDP.decode()
+        assert entry["message"] == data.decode("utf-8", "backslashreplace")
+        assert entry["size"] == len(data) and entry["transport"] == "udp"
+        assert entry["responses"] == [d.data.decode() for d in got if d is not None]
+        assert entry["statuses"] == [180, 486]
+        assert "media" in entry  # the calls' key stays
+        [junk] = [e for e in entries if e["discard"] == "not-sip"]
+        assert junk["message"] == "\x01 not sip\r\n" and junk["headers"] is None
+        assert junk["body"] is None and junk["responses"] == [] and junk["size"] == 11
+        assert got_all(base)["truncated"] is False
+        assert server.stop() == 0
+
+
+def got_all(base: str) -> dict[str, object]:
+    return call("GET", base + "/journal?limit=1000").json()
+
+
+def test_get_journal_carries_a_bounded_amount_of_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Newest first until JOURNAL_TEXT bytes of message text; the rest is left out and the
+    answer says so (``truncated``)."""
+    from sip import feed, request
+
+    from responder.core.engine import Engine
+    from responder.core.journal import Journal
+    from responder.ops.http import AdminApp, AdminOptions, HttpRequest
+    from responder.ops.reload import Reloads
+    from responder.rules.loader import build_ruleset
+    from responder.sip.seeded import Seeded
+
+    engine = Engine(build_ruleset(None, []), Seeded(1), record=True)
+    journal = Journal(100)
+    for i in range(10):
+        journal.observe(feed(engine, request(call_id=f"c{i}", body="x" * 1000),
+                             ("192.0.2.1", 5060), float(i)))
+    app = AdminApp(engine, Reloads(), AdminOptions(("127.0.0.1", 0)), lambda: 10.0,
+                   journal=journal)
+    one = 2 * len(journal._entries[0].data) + len(journal._entries[0].responses[0])
+    monkeypatch.setattr(ops_http, "JOURNAL_TEXT", 3 * one + 10)
+    got = json.loads(app.get_journal(HttpRequest("GET", "/journal", {}, {})).body)
+    assert [e["call_id"] for e in got["entries"]] == ["c7", "c8", "c9"]
+    assert got["truncated"] is True
+    monkeypatch.setattr(ops_http, "JOURNAL_TEXT", 10)  # never less than the newest one
+    got = json.loads(app.get_journal(HttpRequest("GET", "/journal", {}, {})).body)
+    assert [e["call_id"] for e in got["entries"]] == ["c9"]

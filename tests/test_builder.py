@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-from sip import Response, read_response, request
+import dataclasses
 
-from responder.rules.model import Identity
+import pytest
+from sip import Response, answer, read_response, request
+
+from responder.core.engine import Engine
+from responder.rules.loader import build_ruleset, load_text
+from responder.rules.model import Identity, RuleSet
 from responder.sip import codes
 from responder.sip.builder import Context, build, same_host, top_via
 from responder.sip.parser import parse
@@ -197,3 +201,89 @@ def test_the_tail_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(answer._TAILS) <= 8
         assert first == answer.build_step(req, CTX, step, "t") == build(
             req, CTX, 200, "OK", "t", step.headers)
+
+
+# --------------------------------------------------------------------------- Allow from the rules
+# Issue 12: a 405 to MESSAGE listed MESSAGE in its Allow. Allow (405, 501, 200 to OPTIONS) is
+# builder.ALLOW minus the methods the rules answer with 405 or 501 whatever the request,
+# worked out once per rule set (rules/allow.py), and the engine's cached tails follow it.
+
+EVERYTHING = ("INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, PRACK, UPDATE, MESSAGE, "
+              "NOTIFY, SUBSCRIBE, PUBLISH, REFER")
+
+
+def _engine(rules: RuleSet) -> Engine:
+    return Engine(rules, Seeded(1))
+
+
+def _ask(engine: Engine, method: str, n: int = 1) -> Response:
+    out = answer(engine, request(method, call_id=f"allow-{method}-{n}",
+                                 branch=f"z9hG4bK-allow-{n}"), SRC, 0.0)
+    return read_response(out[-1].data)
+
+
+def _oneline(*specs: str) -> RuleSet:
+    return build_ruleset(None, list(specs))
+
+
+def test_a_one_line_405_rule_takes_its_method_out_of_allow() -> None:
+    engine = _engine(_oneline("MESSAGE->405"))
+    refused = _ask(engine, "MESSAGE")
+    assert refused.status == 405
+    assert refused.one("Allow") == EVERYTHING.replace(", MESSAGE", "")
+    options = _ask(engine, "OPTIONS")
+    assert options.status == 200 and options.one("Allow") == refused.one("Allow")
+
+
+def test_a_yaml_501_rule_and_a_refusing_default_take_methods_out() -> None:
+    rules = load_text("rules:\n  - match: {method: [INVITE, OPTIONS]}\n    respond: 200\n"
+                      "  - match: {method: SUBSCRIBE}\n    respond: 501\n"
+                      "default: 405\n", "t.yaml")
+    assert rules.identity.allow == "INVITE, ACK, CANCEL, OPTIONS"
+    engine = _engine(rules)
+    assert _ask(engine, "SUBSCRIBE").one("Allow") == "INVITE, ACK, CANCEL, OPTIONS"
+    assert _ask(engine, "OPTIONS").one("Allow") == "INVITE, ACK, CANCEL, OPTIONS"
+    assert _ask(engine, "FOO").one("Allow") == "INVITE, ACK, CANCEL, OPTIONS"
+
+
+@pytest.mark.parametrize("specs", [
+    ("MESSAGE@1000->405",),              # only some users
+    ("MESSAGE->405;p=0.5",),             # only some transactions
+    ("MESSAGE@1000->200", "MESSAGE->405"),  # an earlier rule serves some
+    ("MESSAGE->drop",),                  # not answered is not refused
+], ids=["user", "probability", "served-first", "drop"])
+def test_a_conditional_405_rule_keeps_the_method(specs: tuple[str, ...]) -> None:
+    engine = _engine(_oneline(*specs))
+    assert _ask(engine, "OPTIONS").one("Allow") == EVERYTHING
+
+
+def test_a_conditional_yaml_rule_keeps_the_method_and_a_refusing_one_after_it_too() -> None:
+    rules = load_text("rules:\n  - match: {method: MESSAGE, user: '1*'}\n    respond: 405\n"
+                      "  - match: {method: MESSAGE, in_dialog: true}\n    respond: 200\n"
+                      "  - match: {method: MESSAGE}\n    respond: 405\n", "t.yaml")
+    assert rules.identity.allow == EVERYTHING
+    both = load_text("rules:\n  - match: {method: MESSAGE, user: '1*'}\n    respond: 501\n"
+                     "  - match: {method: MESSAGE}\n    respond: 405\n", "t.yaml")
+    assert both.identity.allow == EVERYTHING.replace(", MESSAGE", "")
+
+
+def test_ack_and_cancel_stay_and_a_rule_may_still_write_its_own_allow() -> None:
+    assert _oneline("*->501").identity.allow == "ACK, CANCEL"
+    engine = _engine(load_text("rules:\n  - match: {method: MESSAGE}\n    respond:\n"
+                               "      code: 405\n      headers: {Allow: 'INVITE, BYE'}\n",
+                               "t.yaml"))
+    assert _ask(engine, "MESSAGE").all("Allow") == ["INVITE, BYE"]
+
+
+def test_swapping_the_rules_swaps_allow_in_the_cached_responses() -> None:
+    engine = _engine(_oneline("MESSAGE->405"))
+    assert "MESSAGE" not in _ask(engine, "OPTIONS", 1).one("Allow")
+    assert "MESSAGE" not in _ask(engine, "MESSAGE", 2).one("Allow")
+    engine.set_rules(_oneline("MESSAGE->405", "INFO->501"))  # PUT /rules, SIGHUP
+    allow = _ask(engine, "OPTIONS", 3).one("Allow")
+    assert "MESSAGE" not in allow and "INFO" not in allow
+    assert _ask(engine, "MESSAGE", 4).one("Allow") == allow
+    engine.set_rules(_oneline())
+    assert _ask(engine, "OPTIONS", 5).one("Allow") == EVERYTHING
+    rules = _oneline("MESSAGE->405")
+    assert dataclasses.replace(rules, rules=rules.rules[1:]).identity.allow == EVERYTHING

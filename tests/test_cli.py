@@ -5,7 +5,6 @@ Each test starts its own process on a free loopback port and talks real UDP to i
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import signal
@@ -19,6 +18,7 @@ import support
 from support import (
     ResponderProcess,
     ResponderStartError,
+    build_request,
     has_ipv6_loopback,
     invite,
     norm,
@@ -447,17 +447,20 @@ def test_defaults_come_from_the_package_in_an_empty_directory(tmp_path: Path) ->
 
 
 def test_listen_without_a_port_takes_5060_and_ports_are_ascii_digits() -> None:
-    from responder.ops.cli import parse_listen
+    from responder.ops.listen import parse_listen
 
-    assert parse_listen("127.0.0.1") == ("127.0.0.1", 5060)
-    assert parse_listen("udp:lab.example") == ("lab.example", 5060)
-    assert parse_listen("[::1]") == ("::1", 5060)
-    assert parse_listen("::1") == ("::1", 5060)
-    assert parse_listen("[::1]:5070") == ("::1", 5070)
-    assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_listen("127.0.0.1").addr == ("127.0.0.1", 5060)
+    assert parse_listen("udp:lab.example").addr == ("lab.example", 5060)
+    assert parse_listen("[::1]").addr == ("::1", 5060)
+    assert parse_listen("::1").addr == ("::1", 5060)
+    assert parse_listen("[::1]:5070").addr == ("::1", 5070)
+    assert parse_listen("127.0.0.1:0").addr == ("127.0.0.1", 0)
     for bad in ("127.0.0.1:\u00b2", "127.0.0.1:65536", "127.0.0.1:x", "127.0.0.1:" + "0" * 9):
-        with pytest.raises(argparse.ArgumentTypeError):
+        with pytest.raises(ValueError):
             parse_listen(bad)
+    usage = subprocess.run([support.responder_script(), "--listen", "127.0.0.1:65536"],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert usage.returncode == 2 and "65536" in usage.stderr and "Traceback" not in usage.stderr
 
 
 def test_a_bind_error_names_the_address() -> None:
@@ -469,3 +472,29 @@ def test_a_bind_error_names_the_address() -> None:
     assert f"cannot listen: [Errno 98] 127.0.0.1:{port}: Address already in use" \
         in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "status", "says"), [
+    (["--listen", "tls:127.0.0.1:0"], 2, "tls://127.0.0.1:0 needs --tls-cert and --tls-key"),
+    (["--listen", "udp:127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"], 2,
+     "are for tls: and wss: listeners"),
+    (["--listen", "tcp:127.0.0.1:0", "--workers", "2"], 2, "--workers works with UDP"),
+    (["--listen", "tls:127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--tls-key",
+      "/nonexistent.key"], 1, "cannot use the TLS certificate"),
+])
+def test_stream_listener_options_are_checked(args: list[str], status: int, says: str) -> None:
+    done = subprocess.run([support.responder_script(), *args], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == status and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_one_engine_answers_over_udp_and_tcp_at_once() -> None:
+    with ResponderProcess("-q", listen=("udp:127.0.0.1:0", "tcp:127.0.0.1:0")) as server:
+        assert [s for s, _, _ in server.listeners] == ["udp", "tcp"]
+        with socket.create_connection(server.listener("tcp"), timeout=5) as tcp:
+            tcp.sendall(build_request("OPTIONS").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+            assert tcp.recv(65535).startswith(b"SIP/2.0 200 OK\r\n")
+        with server.client() as client:
+            assert statuses(client.exchange(client.request("OPTIONS"))) == [200]
+        assert server.stop() == 0

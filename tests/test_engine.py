@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sip import Recorded, all_sends, answer, feed, read_response, request, sends
 
+from responder.core import names
 from responder.core.answer import build_step
 from responder.core.effects import Arrived, Dropped, Effect, Handoff, Inbound, Send
 from responder.core.engine import Engine
@@ -374,7 +375,7 @@ def test_a_message_whose_handling_raises_is_counted_and_costs_only_itself(
     assert statuses(feed(e, request("OPTIONS"), SRC, 0.0)) == [200]
     assert feed(e, request("REGISTER", branch="z9hG4bK-reg"), SRC, 0.0) == []
     assert statuses(feed(e, request("OPTIONS", branch="z9hG4bK-2"), SRC, 0.0)) == [200]
-    assert e.counters.discarded[engine_module.INTERNAL_ERROR] == 1
+    assert e.counters.discarded[names.INTERNAL_ERROR] == 1
 
 
 def test_a_delayed_step_that_raises_costs_only_its_own_transaction(
@@ -385,7 +386,7 @@ def test_a_delayed_step_that_raises_costs_only_its_own_transaction(
     feed(e, request("INVITE", branch="z9hG4bK-inv"), SRC, 0.0)
     monkeypatch.setattr(engine_module, "build_step", broken_for_register)
     assert statuses(e.due(1.0)) == [486]
-    assert e.counters.discarded[engine_module.INTERNAL_ERROR] == 1
+    assert e.counters.discarded[names.INTERNAL_ERROR] == 1
 
 
 def test_unsent_counts_the_steps_still_waiting() -> None:
@@ -410,3 +411,29 @@ def test_the_to_tag_names_the_dialog_not_the_transaction() -> None:
     seeded = e.seeded
     assert first.to_tag is not None and seeded.ours(first.to_tag, "call-1@test", "ft-1")
     assert not seeded.ours(first.to_tag, "call-1@test", "ft-2")
+
+
+def test_a_retransmission_answered_by_an_immediate_rule_is_marked_and_counted() -> None:
+    """README/docs/operations.md: a repeated request that got the same response again is
+    logged ``(retransmission)`` and counted, also when an immediate rule answered it (no
+    pending or completed entry: the engine's table of requests last seen tells)."""
+    e = Engine(build_ruleset(None, ["OPTIONS->200", "MESSAGE->drop"]), Seeded(1))
+    first, second = (sends(feed(e, request("OPTIONS"), SRC, t)) for t in (0.0, 0.5))
+    assert [s.exchange.retransmission for s in first if s.exchange] == [False]
+    assert [s.exchange.retransmission for s in second if s.exchange] == [True]
+    assert first[0].data == second[0].data and e.counters.retransmissions == 1
+    other = sends(feed(e, request("OPTIONS", branch="z9hG4bK-new"), SRC, 0.6))
+    assert [s.exchange.retransmission for s in other if s.exchange] == [False]
+    # A drop rule's retransmission too; an INVITE's 200 resent for its retransmission is
+    # marked once by the pending table, and counted once.
+    drops = [feed(e, request("MESSAGE"), SRC, t) for t in (1.0, 1.5)]
+    assert [[d.exchange.retransmission for d in ds if isinstance(d, Dropped)]
+            for ds in drops] == [[False], [True]]
+    e2 = Engine(build_ruleset(None, []), Seeded(1))
+    feed(e2, request("INVITE"), SRC, 0.0)
+    (ok,) = sends(feed(e2, request("INVITE"), SRC, 0.2))
+    assert ok.exchange is not None and ok.exchange.retransmission and ok.exchange.status == 200
+    assert e2.counters.retransmissions == 1
+    e2.forget()  # a clean slate forgets what was seen too
+    fresh = sends(feed(e2, request("INVITE"), SRC, 0.3))[0].exchange
+    assert fresh is not None and not fresh.retransmission

@@ -51,6 +51,16 @@ def test_busy_pbx_rings_then_is_busy_and_some_are_unreachable() -> None:
     assert statuses(unreachable) in ([100], [503])
 
 
+def test_busy_pbx_refuses_message_with_an_allow_that_does_not_name_it() -> None:
+    """Issue 12: its default (405) answered MESSAGE with an Allow that listed MESSAGE."""
+    e = engine("busy-pbx.yaml")
+    refused = read_response(answer(e, request("MESSAGE", call_id="m"), SRC, 0.0)[-1].data)
+    assert refused.status == 405
+    assert refused.one("Allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"
+    options = read_response(answer(e, request("OPTIONS", call_id="o"), SRC, 0.0)[-1].data)
+    assert options.status == 200 and options.one("Allow") == refused.one("Allow")
+
+
 def test_flaky_trunk_loses_the_first_invite_and_answers_the_retransmission() -> None:
     e = engine("flaky-trunk.yaml")
     invite = request("INVITE", uri="sip:+4912345@trunk", call_id="lossy")

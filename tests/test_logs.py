@@ -32,14 +32,26 @@ from support import (
 )
 
 from responder.core.effects import Exchange
-from responder.ops.logs import ExchangeLog, clean, json_line, text_line
+from responder.ops.logs import (
+    EXCHANGE_KEYS,
+    NOTE_COMMON,
+    NOTE_KEYS,
+    ExchangeLog,
+    clean,
+    json_line,
+    note_line,
+    text_line,
+)
 
-FIELDS = {"time", "source", "method", "uri", "call_id", "status", "reason", "rule", "delay",
-          "retransmission", "repeat"}
+FIELDS = {"time", "event", "source", "method", "uri", "call_id", "status", "reason", "rule",
+          "delay", "retransmission", "repeat", "fault"}
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 
 
 def json_lines(lines: list[str]) -> list[dict[str, object]]:
-    return [json.loads(line) for line in lines if line.startswith("{")]
+    """The exchange lines among JSON lines."""
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    return [r for r in records if r.get("event") == "exchange"]
 
 
 def wait_for_lines(path: Path, count: int, timeout: float = 5.0) -> list[str]:
@@ -84,7 +96,7 @@ def test_json_lines_on_stderr_and_in_the_file(tmp_path: Path) -> None:
     assert busy["time"] >= ringing["time"] + 0.15
     in_file = log.read_text().splitlines()
     assert in_file[0] == '{"earlier": true}'
-    assert in_file[1:] == [line for line in server.stderr_lines if line.startswith("{")]
+    assert in_file[1:] == [line for line in server.stderr_lines if '"event": "exchange"' in line]
 
 
 def test_quiet_silences_stderr_but_not_the_file(tmp_path: Path) -> None:
@@ -140,6 +152,7 @@ def test_text_and_json_lines_carry_the_same_facts() -> None:
         "time": round(wall, 3), "source": "[2001:db8::1]:5062", "method": "INVITE",
         "uri": "sip:1000@lab", "call_id": "abc@host", "status": 486, "reason": "Busy Here",
         "rule": "busy-1000", "delay": 2.0, "retransmission": True, "repeat": 0,
+        "event": "exchange", "fault": None,
     }
     again = EXCHANGE._replace(retransmission=False, repeat=2)
     assert text_line(again, wall).endswith("[rule busy-1000] (repeat 2)\n")
@@ -389,3 +402,132 @@ def test_a_pipe_that_stops_reading_keeps_whole_lines_and_counts_the_rest() -> No
     assert len(lines) + dropped == 2000 * 64
     assert all(re.fullmatch(r"\S+ \[2001:db8::1\]:5062 INVITE sip:\d+@lab -> 486 Busy Here "
                             r"\[rule busy-1000\] \(retransmission\)", line) for line in lines)
+
+
+# --------------------------------------------------------------------------- JSON only
+# SPEC §7, issue 12: with --log-format json every line on stderr is JSON, start to stop.
+
+
+def note_keys(record: dict[str, object]) -> set[str]:
+    event = record["event"]
+    assert isinstance(event, str) and event in NOTE_KEYS, record
+    return {*NOTE_COMMON, *NOTE_KEYS[event]}
+
+
+def test_json_format_writes_only_json_lines_from_start_to_stop() -> None:
+    """Start (seed, a rule warning, listening, media), a discard summary (-v: every 1 s), a
+    reload, exchanges and the closing line: every stderr line parses, and has the keys the
+    docs list for its event."""
+    with ResponderProcess("-v", "--log-format", "json", "--rule", "invite->486") as server:
+        with server.client() as client:
+            client.exchange(b"\x00 not sip", client.request("OPTIONS", call_id=unique()))
+        server.wait_for_stderr(r'"event": "discards"', timeout=5)
+        server.send_signal(signal.SIGHUP)
+        server.wait_for_stderr(r'"event": "reload"')
+        assert server.stop() == 0
+    records = [json.loads(line) for line in server.stderr_lines]  # every line is JSON
+    by_event: dict[str, list[dict[str, object]]] = {}
+    for record in records:
+        by_event.setdefault(str(record["event"]), []).append(record)
+        keys = FIELDS if record["event"] == "exchange" else note_keys(record)
+        assert set(record) == keys, record
+    assert {"seed", "warning", "listening", "media", "discards", "reload", "exchange",
+            "stopped"} <= set(by_event), sorted(by_event)
+    [listening] = by_event["listening"]
+    assert LISTENING.search(str(listening["message"]))  # scripts that wait for it still work
+    assert listening["url"] == f"udp://{server.address[0]}:{server.address[1]}"
+    assert any("invite" in str(w["message"]) for w in by_event["warning"])
+    [discards] = by_event["discards"]
+    assert discards["counts"] == {"not-sip": 1} and discards["total"] == 1
+    assert discards["interval"] == 1
+    [stopped] = by_event["stopped"]
+    # the datagram, the OPTIONS and the client's sentinel
+    assert stopped["received"] == 3 and stopped["answered"] == 2 and stopped["discarded"] == 1
+    assert str(stopped["message"]).startswith("stopped: 3 datagrams received")
+    assert all(isinstance(r["time"], float) for r in records)
+
+
+@pytest.mark.parametrize("args, status", [
+    (("--bogus",), 2),                                        # argparse's usage error
+    (("--rule", "INVITE->999"), 2),                           # a rule that does not load
+    (("--listen", "127.0.0.1:0", "--log-file", "/nonexistent/dir/x.log"), 1),
+    (("--listen", "127.0.0.1:0", "--trace-file", "/nonexistent/dir/x.trace"), 1),
+])
+def test_json_format_errors_before_the_start_are_json_too(args: tuple[str, ...],
+                                                          status: int) -> None:
+    result = run_cli("--log-format", "json", *args)
+    assert result.returncode == status, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines, "an error says why"
+    records = [json.loads(line) for line in lines]
+    assert records[-1]["event"] == "error" and set(records[-1]) == {"time", "event", "message"}
+    text = run_cli(*args)  # the same error as text
+    assert text.returncode == status and not text.stderr.startswith("{")
+
+
+def test_a_fault_response_is_logged_with_its_fault() -> None:
+    wall = time.time()
+    faulty = EXCHANGE._replace(retransmission=False, fault="garbage")
+    assert text_line(faulty, wall).endswith("-> 486 Busy Here [rule busy-1000] "
+                                            "(fault garbage)\n")
+    assert json.loads(json_line(faulty, wall))["fault"] == "garbage"
+    assert json.loads(json_line(EXCHANGE, wall))["fault"] is None
+    assert "(fault" not in text_line(EXCHANGE, wall)
+
+
+def test_a_garbage_fault_is_logged_as_such_end_to_end() -> None:
+    with ResponderProcess("--log-format", "json", "--rule", "INVITE->486;fault=garbage",
+                          "--rule", "OPTIONS->200;fault=no-to-tag") as server:
+        with server.client() as client:
+            client.send(client.request("INVITE", call_id=unique()))
+            assert client.recv(5.0) is not None
+            client.send(client.request("OPTIONS", call_id=unique()))
+            assert client.recv(5.0) is not None
+        server.wait_for_stderr(r'"method": "OPTIONS"')
+        assert server.stop() == 0
+    records = json_lines(server.stderr_lines)
+    assert [(r["method"], r["status"], r["fault"]) for r in records] == [
+        ("INVITE", 486, "garbage"), ("OPTIONS", 200, "no-to-tag")]
+
+
+def test_json_note_lines_are_one_line_of_json_with_the_message_as_written() -> None:
+    line = note_line("json", "PUT /rules refused: bad \x1b[2J\nline\udcff", "reload")
+    assert line.endswith("\n") and line.count("\n") == 1 and line.isprintable() is False
+    record = json.loads(line)
+    assert record["message"] == "PUT /rules refused: bad \x1b[2J\nline\udcff"
+    assert set(record) == {"time", "event", "message"} and record["event"] == "reload"
+    assert "\x1b" not in line  # escaped as JSON escapes it
+    stream = io.StringIO()
+    ExchangeLog(stream, "json").note("stopped: ...", "stopped", received=3)
+    stopped = json.loads(stream.getvalue())
+    assert stopped["received"] == 3 and stopped["unsent"] is None
+    assert set(stopped) == {*NOTE_COMMON, *NOTE_KEYS["stopped"]}
+
+
+def _doc_table(marker: str) -> list[list[str]]:
+    """The rows of the table after ``<!-- marker ...-->`` in docs/operations.md, as cells."""
+    text = DOCS.read_text()
+    start = text.index(f"<!-- {marker}")
+    rows: list[list[str]] = []
+    for line in text[start:].splitlines()[1:]:
+        if not line.startswith("|"):
+            if rows:
+                break
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == "key" or cells[1] == "its keys" or set(cells[0]) <= {"-"}:
+            continue
+        rows.append(cells)
+    return rows
+
+
+def test_the_docs_list_every_json_key_the_code_writes() -> None:
+    documented = [key for row in _doc_table("exchange keys")
+                  for key in re.findall(r"`(\w+)`", row[0])]
+    assert sorted(documented) == sorted(EXCHANGE_KEYS) == sorted(FIELDS)
+    events = {}
+    for row in _doc_table("note events"):
+        [event] = re.findall(r"`(\w+)`", row[0])
+        events[event] = re.findall(r"`(\w+)`", row[1])
+    assert events == {event: list(keys) for event, keys in NOTE_KEYS.items()}
+    assert json.loads(json_line(EXCHANGE, 0.0)).keys() == set(EXCHANGE_KEYS)

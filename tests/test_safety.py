@@ -239,7 +239,7 @@ def test_journal_size_is_bounded() -> None:
 
 
 def test_tables_reports_every_table() -> None:
-    assert set(engine().tables()) == {"pending", "timers", "completed", "drop-first"}
+    assert set(engine().tables()) == {"pending", "timers", "completed", "drop-first", "hangups"}
     assert "rate-sources" in engine(rate_limit=5.0).tables()
 
 

@@ -89,7 +89,7 @@ def test_json_log_lines_carry_the_exchange() -> None:
         with server.client() as client:
             client.send(client.request("INVITE", call_id=call_id))
             assert client.recv_response().status == 486
-        line = server.wait_for_stderr(r"^\{.*\}$").group(0)
+        line = server.wait_for_stderr(r'^\{.*"event": "exchange".*\}$').group(0)
         record = json.loads(line)
         assert record["method"] == "INVITE" and record["status"] == 486
         assert record["reason"] == "Busy Here" and record["call_id"] == call_id

@@ -13,7 +13,7 @@ from sip import Recorded, feed, read_response, request, sends
 from responder.core import keep
 from responder.core.answer import build_fault, build_step
 from responder.core.effects import Effect
-from responder.core.engine import OVERLOAD_RULE, Engine
+from responder.core.engine import Engine
 from responder.core.journal import Journal
 from responder.core.limits import (
     COMPLETED_BYTES,
@@ -25,6 +25,7 @@ from responder.core.limits import (
     Expiring,
     Limits,
 )
+from responder.core.names import OVERLOAD_RULE
 from responder.rules.loader import build_ruleset
 from responder.rules.model import Step
 from responder.sip.builder import Context

@@ -312,11 +312,33 @@ def test_requests_filters_and_clear_journal(responder: Responder, client: SipCli
     assert responder.journal == []
 
 
+def test_journal_entries_give_headers_body_and_response_bytes(
+        responder: Responder, client: SipClient) -> None:
+    """Issue 12: each entry's request headers (in order, as written), body and the bytes of
+    every response, without parsing the datagram again."""
+    responder.set_rules("MESSAGE->202")
+    got = client.request("MESSAGE", responder.uri("1000"), body="hello\r\n",
+                         content_type="text/plain", headers={"X-Lab": "one"})
+    assert got.final.status == 202
+    [entry] = responder.requests("MESSAGE")
+    names = [name for name, _ in entry.headers]
+    assert names[0] == "Via" and "X-Lab" in names and "Content-Type" in names
+    assert entry.header("x-lab") == "one" and entry.header("l") == "7"  # any case, compact
+    assert entry.header("Subject") is None
+    assert entry.body == b"hello\r\n" and entry.size == len(entry.data)
+    assert entry.data.endswith(b"\r\n\r\nhello\r\n")
+    [sent] = entry.responses
+    assert sent.startswith(b"SIP/2.0 202 Accepted\r\n")
+    parsed = parse_response(sent)
+    assert parsed is not None and parsed.status == 202
+
+
 def test_garbage_is_journalled_as_discarded(responder: Responder, client: SipClient) -> None:
     assert client.send_raw(b"hello", wait=False) == []
     assert client.send_raw(options_bytes(responder.address[1])).statuses == [200]
     entries = responder.journal
     assert entries[0].request is None and entries[0].discard
+    assert entries[0].headers == [] and entries[0].body == b"" and entries[0].size == 5
     assert responder.counters.discarded
 
 

@@ -2,15 +2,15 @@
 
 ``pip install`` builds it when a C compiler and the Python headers are installed; it is
 optional. Every part of it has a pure-Python twin that gives the same results
-(tests/test_speedups.py, tests/test_accel.py). ``SIP_RESPONDER_PURE=1`` in the environment
-turns it off.
+(tests/test_speedups.py, tests/test_accel.py, tests/test_media_accel.py).
+``SIP_RESPONDER_PURE=1`` in the environment turns it off.
 
 The C code takes some things about the Python side for granted (the slots of ``Request``,
 the positions of ``TopVia``, the parser's header slot numbers, the grammar's character
-classes, the To tag's parameters). It says which in ``_speedups.ASSUMES``; the module that
-uses a part compares that with what it really has (:func:`mismatch`) before using it, and
-on any difference uses its pure-Python twin instead and says so (:func:`turn_off`): a
-slower answer, never a wrong one.
+classes, the To tag's parameters, how RTP packets are read). It says which in
+``_speedups.ASSUMES``; the module that uses a part compares that with what it really has
+(:func:`mismatch`) before using it, and on any difference uses its pure-Python twin
+instead and says so (:func:`turn_off`): a slower answer, never a wrong one.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ SPEEDUPS = load()
 
 
 def assumptions(ext: ModuleType, part: str) -> Mapping[str, object] | None:
-    """What the extension assumes for ``part`` ("parser", "to_tag"); None: it does not say."""
+    """What the extension assumes for ``part`` ("parser", "to_tag", "media"); None: it does
+    not say."""
     every = getattr(ext, "ASSUMES", None)
     found = every.get(part) if isinstance(every, Mapping) else None
     return found if isinstance(found, Mapping) else None

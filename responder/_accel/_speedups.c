@@ -16,6 +16,10 @@
  * recv_many/send_many move datagrams in batches (recvmmsg/sendmmsg): one system call for
  * many datagrams instead of one each, and no exception per empty socket.
  *
+ * EchoTable is the RTP echo's hot loop: a copy of responder.core.media.Media's source index
+ * and per-call counts, kept in step by Media; it reads, counts and echoes the packets that
+ * need no decision and hands every other one to Media.packet (tests/test_media_accel.py).
+ *
  * What this file assumes about the Python side -- the Request slots, the TopVia positions,
  * the header slot numbers, the (key, name, slot) entries of the name cache, the character
  * classes of the grammar, the To tag's parameters -- it says in the module's ASSUMES dict
@@ -1328,7 +1332,13 @@ static PyObject *names_tuple(const char *const *names, int n) {
     return t;
 }
 
-/* ASSUMES: {"parser": {...}, "to_tag": {...}}, each a flat dict of what one part of this
+/* The RTP echo (EchoTable, below) reads packets as responder.core.media does. */
+#define RTP_FIXED 12
+#define RTCP_FIRST 72   /* RFC 5761 §4: payload types 72-76 are RTCP SR, RR, SDES, BYE, APP */
+#define RTCP_LAST 76
+#define PAYLOAD_TYPES 128
+
+/* ASSUMES: {"parser": {...}, "to_tag": {...}, "media": {...}}, each a flat dict of what one part of this
  * file takes for granted about the Python side, made from the constants and functions the
  * code itself uses. responder.sip.parser (for parse and respond) and responder.sip.seeded
  * (for to_tag) build the same dicts from what they have; any difference turns that part
@@ -1386,13 +1396,525 @@ static PyObject *make_assumes(void) {
         Py_XDECREF(tag_items[i][0]);
         Py_XDECREF(tag_items[i][1]);
     }
-    if (ok) all = Py_BuildValue("{sOsO}", "parser", parser, "to_tag", tag);
+    /* the RTP echo (EchoTable): what responder.core.media.Media.packet reads the same way */
+    PyObject *media = Py_BuildValue("{sisisis(ii)}", "RTP version", 2,
+                                    "fixed RTP header", RTP_FIXED,
+                                    "payload types", PAYLOAD_TYPES,
+                                    "RTCP payload types", RTCP_FIRST, RTCP_LAST);
+    if (ok && media != NULL)
+        all = Py_BuildValue("{sOsOsO}", "parser", parser, "to_tag", tag, "media", media);
+    Py_XDECREF(media);
 done:
     Py_XDECREF(slots);
     Py_XDECREF(parser);
     Py_XDECREF(tag);
     return all;
 }
+
+/* ------------------------------------------------------------------ the RTP echo */
+
+/* EchoTable(calls, sources, key): the hot part of responder.core.media.Media, in C.
+ *
+ * Media (Python) decides everything and keeps this table in step with its own: which
+ * source address is which call's (a copy of Media._by_source), per call whether the call
+ * echoes (mode echo) and which payload types need no Python (seen already, not RTCP, not
+ * the call's telephone-event). echo(fd, now, budget) then reads datagrams in batches
+ * (recvmmsg), and for each one from a known source, RTP version 2, at least the fixed
+ * header, of such a payload type: counts it on its call (packets, bytes, first and last
+ * arrival), and in mode echo replaces its SSRC by SSRC XOR key in place and sends it back
+ * to its source (sendmmsg, straight from the receive buffer). Every other datagram --
+ * unknown source, RTCP, DTMF, a payload type not seen yet, not RTP -- is returned to
+ * Python, which handles it exactly as without this table (Media.packet). take(slot) hands
+ * the counts to Python (Media.facts adds them to the call's). feed(packets, now) is the
+ * same without a socket, for the differential tests (tests/test_media_accel.py).
+ *
+ * Bounded: ``calls`` slots (Media's call limit) and ``sources`` addresses (calls x 4) in
+ * an open-addressing table of at least 1.5 x sources buckets (linear probing, keyed hash,
+ * deletion by backward shift: no tombstones). */
+
+
+typedef struct {
+    unsigned long long packets_in, bytes_in, packets_out, bytes_out;
+    double first, last;
+    uint8_t seen;                     /* first and last are set */
+    uint8_t echo;                     /* mode echo: send each packet back */
+    uint8_t fast[PAYLOAD_TYPES / 8];  /* payload types counted here, a bit each */
+} echo_call;
+
+typedef struct {
+    int32_t call;      /* the call's slot; -1: an empty bucket */
+    uint16_t port;     /* host order */
+    uint8_t v6;
+    uint8_t addr[16];  /* IPv4: the first 4 bytes, the rest zero */
+} echo_source;
+
+typedef struct {
+    PyObject_HEAD
+    uint8_t key[4];
+    uint64_t seed;
+    Py_ssize_t ncalls, max_sources, nsources;
+    size_t mask;
+    echo_call *calls;
+    echo_source *buckets;
+    unsigned long long packets, sent, send_errors;
+} EchoTable;
+
+static uint64_t source_hash(const EchoTable *t, const echo_source *k) {
+    uint64_t h = t->seed ^ ((uint64_t)k->port << 8) ^ k->v6;
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t w;
+        memcpy(&w, k->addr + i, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 29;
+    }
+    h *= 0xBF58476D1CE4E5B9ULL;
+    return h ^ (h >> 32);
+}
+
+static int same_source(const echo_source *a, const echo_source *b) {
+    return a->port == b->port && a->v6 == b->v6 && memcmp(a->addr, b->addr, 16) == 0;
+}
+
+/* The bucket holding ``k`` (whose hash is ``h``), or -1. */
+static Py_ssize_t find_hashed(const EchoTable *t, const echo_source *k, uint64_t h) {
+    if (t->buckets == NULL) return -1;
+    size_t i = (size_t)h & t->mask;
+    for (;;) {
+        const echo_source *b = &t->buckets[i];
+        if (b->call < 0) return -1;
+        if (same_source(b, k)) return (Py_ssize_t)i;
+        i = (i + 1) & t->mask;
+    }
+}
+
+static Py_ssize_t find_source(const EchoTable *t, const echo_source *k) {
+    return find_hashed(t, k, source_hash(t, k));
+}
+
+static void delete_bucket(EchoTable *t, size_t i) {
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        if (t->buckets[j].call < 0) break;
+        size_t h = (size_t)source_hash(t, &t->buckets[j]) & t->mask;
+        /* the entry at j may move to i unless its home h lies cyclically in (i, j] */
+        if (i <= j ? (i < h && h <= j) : (i < h || h <= j)) continue;
+        t->buckets[i] = t->buckets[j];
+        i = j;
+    }
+    t->buckets[i].call = -1;
+    t->nsources--;
+}
+
+/* The key of a datagram's source; 0: not one this table holds (an IPv6 source with a zone
+ * is never indexed: its host string, "fe80::1%eth0", is Python's business). */
+static int source_key(const struct sockaddr_storage *ss, echo_source *k) {
+    memset(k, 0, sizeof *k);
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        k->port = ntohs(sin->sin_port);
+        memcpy(k->addr, &sin->sin_addr, 4);
+        return 1;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        if (sin6->sin6_scope_id != 0) return 0;
+        k->v6 = 1;
+        k->port = ntohs(sin6->sin6_port);
+        memcpy(k->addr, &sin6->sin6_addr, 16);
+        return 1;
+    }
+    return 0;
+}
+
+/* The key of a (host, port) Python address; 0 when the host is not written exactly as
+ * recv_many writes a source (inet_ntop's form, no zone): Python's table tells such
+ * strings apart, so this one must not merge them (the datagram then goes to Python). */
+static int address_key(PyObject *addr, echo_source *k) {
+    if (!PyTuple_Check(addr) || PyTuple_GET_SIZE(addr) < 2) return 0;
+    PyObject *host = PyTuple_GET_ITEM(addr, 0), *port = PyTuple_GET_ITEM(addr, 1);
+    if (!PyUnicode_Check(host) || !PyLong_Check(port)) return 0;
+    long p = PyLong_AsLong(port);
+    if (p < 0 || p > 65535) {
+        PyErr_Clear();
+        return 0;
+    }
+    const char *text = PyUnicode_AsUTF8(host);
+    if (text == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int family = strchr(text, ':') != NULL ? AF_INET6 : AF_INET;
+    uint8_t a[16];
+    char back[INET6_ADDRSTRLEN];
+    if (strchr(text, '%') != NULL || inet_pton(family, text, a) != 1 ||
+        inet_ntop(family, a, back, sizeof back) == NULL || strcmp(back, text) != 0)
+        return 0;
+    memset(k, 0, sizeof *k);
+    k->v6 = family == AF_INET6;
+    k->port = (uint16_t)p;
+    memcpy(k->addr, a, family == AF_INET6 ? 16 : 4);
+    return 1;
+}
+
+/* One datagram from ``k`` (hashed: ``h``): 1 when it is counted here (*echo: send it
+ * back, its SSRC already changed in ``data``), 0 when it is for Python. */
+static int echo_one(EchoTable *t, const echo_source *k, uint64_t h, uint8_t *data,
+                    Py_ssize_t n, double now, int *echo) {
+    *echo = 0;
+    if (n < RTP_FIXED || (data[0] & 0xC0) != 0x80) return 0;
+    Py_ssize_t at = find_hashed(t, k, h);
+    if (at < 0) return 0;
+    echo_call *c = &t->calls[t->buckets[at].call];
+    unsigned pt = data[1] & 0x7F;
+    if (!(c->fast[pt >> 3] & (1u << (pt & 7)))) return 0;
+    t->packets++;
+    c->packets_in++;
+    c->bytes_in += (unsigned long long)n;
+    if (!c->seen) {
+        c->seen = 1;
+        c->first = now;
+    }
+    c->last = now;
+    if (c->echo) {
+        c->packets_out++;
+        c->bytes_out += (unsigned long long)n;
+        t->sent++;
+        for (int i = 0; i < 4; i++) data[8 + i] ^= t->key[i];
+        *echo = 1;
+    }
+    return 1;
+}
+
+static PyObject *echo_table_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    Py_ssize_t ncalls, max_sources;
+    unsigned long long key;
+    static char *kwlist[] = {"calls", "sources", "key", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nnK:EchoTable", kwlist, &ncalls,
+                                     &max_sources, &key))
+        return NULL;
+    if (ncalls < 1 || max_sources < 1 || ncalls > (1 << 24) || max_sources > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "EchoTable: calls and sources are 1 to 2**24");
+        return NULL;
+    }
+    size_t buckets = 16;
+    while (buckets < (size_t)max_sources + (size_t)max_sources / 2) buckets <<= 1;
+    EchoTable *t = (EchoTable *)type->tp_alloc(type, 0);
+    if (t == NULL) return NULL;
+    /* zeroed pages, touched as calls come; the buckets on the first address indexed */
+    t->calls = PyMem_Calloc((size_t)ncalls, sizeof(echo_call));
+    if (t->calls == NULL) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
+    }
+    for (int i = 0; i < 4; i++) t->key[i] = (uint8_t)(key >> (24 - 8 * i));
+    t->seed = (key * 0xD6E8FEB86659FD93ULL) ^ 0x243F6A8885A308D3ULL;
+    t->ncalls = ncalls;
+    t->max_sources = max_sources;
+    t->mask = buckets - 1;
+    return (PyObject *)t;
+}
+
+static void echo_table_dealloc(EchoTable *t) {
+    PyMem_Free(t->calls);
+    PyMem_Free(t->buckets);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static int slot_of(EchoTable *t, PyObject *o, Py_ssize_t *slot) {
+    *slot = PyLong_AsSsize_t(o);
+    if (*slot == -1 && PyErr_Occurred()) return -1;
+    if (*slot < 0 || *slot >= t->ncalls) {
+        PyErr_SetString(PyExc_IndexError, "EchoTable: no such call slot");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *echo_table_set_call(EchoTable *t, PyObject *args) {
+    PyObject *o;
+    int echo;
+    Py_buffer fast;
+    Py_ssize_t slot;
+    if (!PyArg_ParseTuple(args, "Opy*:set_call", &o, &echo, &fast)) return NULL;
+    if (slot_of(t, o, &slot) < 0 || fast.len != PAYLOAD_TYPES) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "set_call: one byte per payload type (128)");
+        PyBuffer_Release(&fast);
+        return NULL;
+    }
+    echo_call *c = &t->calls[slot];
+    c->echo = (uint8_t)(echo != 0);
+    memset(c->fast, 0, sizeof c->fast);
+    const uint8_t *f = fast.buf;
+    for (unsigned pt = 0; pt < PAYLOAD_TYPES; pt++)
+        if (f[pt] && (pt < RTCP_FIRST || pt > RTCP_LAST)) c->fast[pt >> 3] |= (uint8_t)(1u << (pt & 7));
+    PyBuffer_Release(&fast);
+    Py_RETURN_NONE;
+}
+
+static PyObject *echo_table_reset(EchoTable *t, PyObject *o) {
+    Py_ssize_t slot;
+    if (slot_of(t, o, &slot) < 0) return NULL;
+    memset(&t->calls[slot], 0, sizeof(echo_call));
+    Py_RETURN_NONE;
+}
+
+static PyObject *echo_table_take(EchoTable *t, PyObject *o) {
+    Py_ssize_t slot;
+    if (slot_of(t, o, &slot) < 0) return NULL;
+    echo_call *c = &t->calls[slot];
+    PyObject *r;
+    if (c->seen)
+        r = Py_BuildValue("(KKKKdd)", c->packets_in, c->bytes_in, c->packets_out,
+                          c->bytes_out, c->first, c->last);
+    else
+        r = Py_BuildValue("(KKKKOO)", c->packets_in, c->bytes_in, c->packets_out,
+                          c->bytes_out, Py_None, Py_None);
+    if (r != NULL) {
+        c->packets_in = c->bytes_in = c->packets_out = c->bytes_out = 0;
+        c->seen = 0;
+    }
+    return r;
+}
+
+/* Every bucket empty (call -1: all bits set). */
+static void empty_buckets(EchoTable *t) {
+    memset(t->buckets, 0xFF, (t->mask + 1) * sizeof(echo_source));
+}
+
+static PyObject *echo_table_add_source(EchoTable *t, PyObject *args) {
+    PyObject *addr, *o;
+    Py_ssize_t slot;
+    echo_source k;
+    if (!PyArg_ParseTuple(args, "OO:add_source", &addr, &o) || slot_of(t, o, &slot) < 0)
+        return NULL;
+    if (!address_key(addr, &k)) Py_RETURN_FALSE;
+    if (t->buckets == NULL) {
+        if ((t->buckets = PyMem_Malloc((t->mask + 1) * sizeof(echo_source))) == NULL)
+            return PyErr_NoMemory();
+        empty_buckets(t);
+    }
+    Py_ssize_t at = find_source(t, &k);
+    if (at < 0) {
+        if (t->nsources >= t->max_sources) Py_RETURN_FALSE;
+        size_t i = (size_t)source_hash(t, &k) & t->mask;
+        while (t->buckets[i].call >= 0) i = (i + 1) & t->mask;
+        at = (Py_ssize_t)i;
+        t->buckets[at] = k;
+        t->nsources++;
+    }
+    t->buckets[at].call = (int32_t)slot;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *echo_table_remove_source(EchoTable *t, PyObject *args) {
+    PyObject *addr, *o;
+    Py_ssize_t slot;
+    echo_source k;
+    if (!PyArg_ParseTuple(args, "OO:remove_source", &addr, &o) || slot_of(t, o, &slot) < 0)
+        return NULL;
+    if (!address_key(addr, &k)) Py_RETURN_FALSE;
+    Py_ssize_t at = find_source(t, &k);
+    if (at < 0 || t->buckets[at].call != slot) Py_RETURN_FALSE;
+    delete_bucket(t, (size_t)at);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *echo_table_clear(EchoTable *t, PyObject *unused) {
+    (void)unused;
+    /* the call slots are zeroed as they are reused (reset) */
+    if (t->buckets != NULL && t->nsources > 0) empty_buckets(t);
+    t->nsources = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *echo_table_feed(EchoTable *t, PyObject *args) {
+    PyObject *packets;
+    double now;
+    if (!PyArg_ParseTuple(args, "O!d:feed", &PyList_Type, &packets, &now)) return NULL;
+    PyObject *echoes = PyList_New(0), *rest = PyList_New(0);
+    if (echoes == NULL || rest == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(packets); i++) {
+        PyObject *item = PyList_GET_ITEM(packets, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+            !PyBytes_Check(PyTuple_GET_ITEM(item, 0))) {
+            PyErr_SetString(PyExc_TypeError, "feed: a list of (bytes, (host, port))");
+            goto fail;
+        }
+        PyObject *data = PyTuple_GET_ITEM(item, 0), *source = PyTuple_GET_ITEM(item, 1);
+        echo_source k;
+        int echo = 0, done = 0;
+        PyObject *copy = NULL;
+        if (address_key(source, &k)) {
+            copy = PyBytes_FromStringAndSize(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+            if (copy == NULL) goto fail;
+            done = echo_one(t, &k, source_hash(t, &k), (uint8_t *)PyBytes_AS_STRING(copy),
+                            PyBytes_GET_SIZE(copy), now, &echo);
+        }
+        int bad = 0;
+        if (echo) {
+            PyObject *pair = PyTuple_Pack(2, source, copy);
+            bad = pair == NULL || PyList_Append(echoes, pair) < 0;
+            Py_XDECREF(pair);
+        } else if (!done) {
+            bad = PyList_Append(rest, item) < 0;
+        }
+        Py_XDECREF(copy);
+        if (bad) goto fail;
+    }
+    PyObject *r = PyTuple_Pack(2, echoes, rest);
+    Py_DECREF(echoes);
+    Py_DECREF(rest);
+    return r;
+fail:
+    Py_XDECREF(echoes);
+    Py_XDECREF(rest);
+    return NULL;
+}
+
+/* echo(fd, now, budget) -> (read, rest): up to ``budget`` datagrams (rounded up to whole
+ * batches of MANY) read, counted and echoed here; ``rest``: [(data, (host, port)), ...]
+ * the ones for Python, in arrival order. */
+static PyObject *echo_table_echo(EchoTable *t, PyObject *args) {
+    int fd;
+    double now;
+    Py_ssize_t budget;
+    if (!PyArg_ParseTuple(args, "idn:echo", &fd, &now, &budget)) return NULL;
+    if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL)
+        return PyErr_NoMemory();
+    PyObject *rest = PyList_New(0);
+    if (rest == NULL) return NULL;
+    struct mmsghdr msgs[MANY], out[MANY];
+    struct iovec iov[MANY], oiov[MANY];
+    struct sockaddr_storage addrs[MANY];
+    echo_source keys[MANY];
+    uint64_t hashes[MANY];
+    int known[MANY];
+    Py_ssize_t read = 0;
+    int rounds = 0;
+    while (read < budget && rounds++ <= budget / MANY) {
+        for (int i = 0; i < MANY; i++) {
+            iov[i].iov_base = rx_buf + (size_t)i * DGRAM;
+            iov[i].iov_len = DGRAM;
+            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        }
+        int got = recvmmsg(fd, msgs, MANY, MSG_DONTWAIT, NULL);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            if (errno == EINTR || errno == ECONNREFUSED || errno == EHOSTUNREACH ||
+                errno == ENETUNREACH)
+                continue;  /* an ICMP error reported on this socket: read on */
+            Py_DECREF(rest);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        read += got;
+        /* The keys first, their buckets fetched into the cache meanwhile: a lookup is
+         * otherwise mostly a wait for memory (the kernel's work in between evicts it). */
+        for (int i = 0; i < got; i++) {
+            known[i] = source_key(&addrs[i], &keys[i]);
+            if (known[i]) {
+                hashes[i] = source_hash(t, &keys[i]);
+                __builtin_prefetch(&t->buckets[hashes[i] & t->mask]);
+            }
+        }
+        int k = 0;
+        for (int i = 0; i < got; i++) {
+            int echo = 0;
+            uint8_t *data = (uint8_t *)iov[i].iov_base;
+            Py_ssize_t n = (Py_ssize_t)msgs[i].msg_len;
+            if (known[i] && echo_one(t, &keys[i], hashes[i], data, n, now, &echo)) {
+                if (!echo) continue;
+                oiov[k].iov_base = data;
+                oiov[k].iov_len = (size_t)n;
+                memset(&out[k].msg_hdr, 0, sizeof out[k].msg_hdr);
+                out[k].msg_hdr.msg_iov = &oiov[k];
+                out[k].msg_hdr.msg_iovlen = 1;
+                out[k].msg_hdr.msg_name = &addrs[i];
+                out[k].msg_hdr.msg_namelen = msgs[i].msg_hdr.msg_namelen;
+                k++;
+                continue;
+            }
+            PyObject *bytes = PyBytes_FromStringAndSize((const char *)data, n);
+            PyObject *source = bytes ? source_of(&addrs[i]) : NULL;
+            PyObject *pair = source ? PyTuple_Pack(2, bytes, source) : NULL;
+            Py_XDECREF(bytes);
+            Py_XDECREF(source);
+            if (pair == NULL || PyList_Append(rest, pair) < 0) {
+                Py_XDECREF(pair);
+                Py_DECREF(rest);
+                return NULL;  /* the echoes of this batch are not sent: out of memory */
+            }
+            Py_DECREF(pair);
+        }
+        int done = 0;  /* non-blocking: the GIL is kept (rx_buf is shared) */
+        while (done < k) {
+            int r = sendmmsg(fd, out + done, (unsigned)(k - done), MSG_DONTWAIT);
+            if (r > 0) {
+                done += r;
+            } else if (r < 0 && errno == EINTR) {
+                continue;
+            } else {
+                done++;  /* this one failed (UDP: a full buffer or an unreachable peer) */
+                t->send_errors++;
+            }
+        }
+        if (got < MANY) break;
+    }
+    PyObject *r = Py_BuildValue("(nN)", read, rest);
+    return r;
+}
+
+static PyMethodDef echo_table_methods[] = {
+    {"set_call", (PyCFunction)echo_table_set_call, METH_VARARGS,
+     "set_call(slot, echo, fast): whether the call echoes, and its payload types counted "
+     "here (128 bytes, non-zero: yes; RTCP's 72-76 never)."},
+    {"reset", (PyCFunction)echo_table_reset, METH_O,
+     "reset(slot): the slot's counts and settings zeroed (a new call)."},
+    {"take", (PyCFunction)echo_table_take, METH_O,
+     "take(slot) -> (packets_in, bytes_in, packets_out, bytes_out, first, last): the counts "
+     "since the last take, zeroed (first and last None when no packet was counted)."},
+    {"add_source", (PyCFunction)echo_table_add_source, METH_VARARGS,
+     "add_source((host, port), slot) -> bool: datagrams from there are the slot's call; "
+     "False: not indexed (a host not in inet_ntop's form, a zone, the table full)."},
+    {"remove_source", (PyCFunction)echo_table_remove_source, METH_VARARGS,
+     "remove_source((host, port), slot) -> bool: forgotten if it was the slot's."},
+    {"clear", (PyCFunction)echo_table_clear, METH_NOARGS, "clear(): no calls, no sources."},
+    {"feed", (PyCFunction)echo_table_feed, METH_VARARGS,
+     "feed([(data, (host, port)), ...], now) -> (echoes, rest): echo() without a socket; "
+     "echoes [((host, port), data), ...]."},
+    {"echo", (PyCFunction)echo_table_echo, METH_VARARGS,
+     "echo(fd, now, budget) -> (read, rest): datagrams read from the non-blocking socket, "
+     "counted and echoed here; rest: [(data, (host, port)), ...] for Python."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef echo_table_members[] = {
+    {"packets", T_ULONGLONG, offsetof(EchoTable, packets), READONLY,
+     "datagrams counted here"},
+    {"sent", T_ULONGLONG, offsetof(EchoTable, sent), READONLY, "echoes sent from here"},
+    {"send_errors", T_ULONGLONG, offsetof(EchoTable, send_errors), READONLY,
+     "echoes the socket refused"},
+    {"sources", T_PYSSIZET, offsetof(EchoTable, nsources), READONLY, "addresses indexed"},
+    {"calls", T_PYSSIZET, offsetof(EchoTable, ncalls), READONLY, "call slots"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject EchoTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "responder._accel._speedups.EchoTable",
+    .tp_basicsize = sizeof(EchoTable),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The RTP echo's hot loop: a copy of the media table's source index and counts.",
+    .tp_new = echo_table_new,
+    .tp_dealloc = (destructor)echo_table_dealloc,
+    .tp_methods = echo_table_methods,
+    .tp_members = echo_table_members,
+};
 
 static PyMethodDef methods[] = {
     {"parse", speedups_parse, METH_O,
@@ -1435,6 +1957,11 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     if (assumes == NULL || PyModule_AddObject(m, "ASSUMES", assumes) < 0) {
         Py_XDECREF(assumes);
         Py_XDECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&EchoTableType) < 0 ||
+        PyModule_AddObjectRef(m, "EchoTable", (PyObject *)&EchoTableType) < 0) {
+        Py_DECREF(m);
         return NULL;
     }
     return m;

@@ -26,7 +26,7 @@ from responder.sip import sdp
 from responder.sip.builder import MIN_SE, Context, session_timer
 from responder.sip.message import Request
 
-OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
+OFFER_METHODS = frozenset({"INVITE", "UPDATE", "PRACK"})  # PRACK: RFC 3262 §5
 SDP_TYPE = "application/sdp"
 NOT_ACCEPTABLE: Final = b""  # no m= line can be accepted: 488
 WARNING_305 = '305 {host} "Incompatible media format"'
@@ -75,7 +75,7 @@ def carries_session(req: Request, code: int, cfg: MediaConfig) -> bool:
     """Whether a response of ``code`` to ``req`` carries SDP (an answer or our offer)."""
     if req.method == "INVITE":
         return 200 <= code < 300 or (code == 183 and cfg.early)
-    return req.method == "UPDATE" and 200 <= code < 300
+    return (req.method == "UPDATE" or req.method == "PRACK") and 200 <= code < 300
 
 
 def session_body(
@@ -211,6 +211,15 @@ class Dialogs:
         self.ended.clear()
 
 
+def media_port(media_ports: Mapping[str, int], host: str) -> int | None:
+    """The media socket for a request that reached ``host``: the one opened for that listen
+    address, or for the wildcard address it was reached through (IP_PKTINFO)."""
+    port = media_ports.get(host)
+    if port is None:
+        port = media_ports.get("::" if ":" in host else "0.0.0.0")
+    return port
+
+
 def answers_for(req: Request, ctx: Context, reply: Reply, base: MediaConfig, tag: str,
                 media_ports: Mapping[str, int]) -> Answers | Step | None:
     """The SDP of ``reply``'s steps to an INVITE or UPDATE (SPEC §8.1), with ``base`` the
@@ -230,7 +239,7 @@ def answers_for(req: Request, ctx: Context, reply: Reply, base: MediaConfig, tag
     if offer is None and req.method != "INVITE":
         return None  # an UPDATE without an offer: nothing to answer
     talk = Talk(offer, offer_sdp, session_id(tag), local,
-                media_ports.get(ctx.local[0] if ctx.local else local))
+                media_port(media_ports, ctx.local[0] if ctx.local else local))
     bodies: dict[int, tuple[bytes, MediaConfig]] = {}
     for step in carrying:
         cfg = step.media or base

@@ -22,6 +22,8 @@ class Counters:
     repeats: int = 0  # extra copies of final responses sent by repeat
     resent: int = 0   # 2xx to INVITE sent again while no ACK came (SPEC §4)
     acked: int = 0    # ... of which the ACK came
+    resent_1xx: int = 0  # reliable provisionals sent again while no PRACK came (RFC 3262)
+    pracked: int = 0     # PRACKs that stopped them
     discarded: Counter[str] = field(default_factory=Counter)
     # Parsed requests by method (metrics). Bounded: past METHODS_LIMIT distinct names,
     # new ones count as OTHER_METHOD (a scanner's random methods cannot grow it).

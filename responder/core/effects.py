@@ -51,6 +51,8 @@ class Exchange(NamedTuple):
     retransmission: bool = False  # a retransmitted request got the same response again
     repeat: int = 0  # a copy of a final response sent again by ``repeat`` (1, 2, ...)
     arrival: int = 0  # the arrival it answers (Arrived.seq): how the journal pairs them
+    fault: str | None = None  # the step's fault (docs/faults.md): the response is malformed
+    transport: str = UDP  # what the request came over (logs, metrics, trace)
 
 
 class Send(NamedTuple):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 
+from responder.core import names
 from responder.core.answer import build_fault, build_step
 from responder.core.calls import (
     OFFER_METHODS,
@@ -46,46 +47,36 @@ from responder.core.effects import (
     Inbound,
     Send,
 )
-from responder.core.faults import Faults
-from responder.core.keep import answer_weight, for_answers, for_pending
-from responder.core.limits import LIMITS, RETRY_AFTER, Gate, IPNetwork, Limits, TableStat
+from responder.core.faults import Faults, LabSide
+from responder.core.hangups import Hangups
+from responder.core.in_dialog import DialogSide
+from responder.core.keep import for_pending
+from responder.core.limits import LIMITS, Gate, IPNetwork, Limits, TableStat
 from responder.core.media import Media
-from responder.core.transactions import Pending, Queued, Transactions, txn_key
-from responder.rules.matcher import select, select_in_dialog
+from responder.core.reliable import reliable_reply
+from responder.core.transactions import (
+    SEEN_MASK,
+    SEEN_SLOTS,
+    Pending,
+    Queued,
+    Transactions,
+    again,
+    txn_key,
+)
+from responder.rules.matcher import select
 from responder.rules.model import Reply, Rule, RuleSet, Step
 from responder.sip.builder import Context
-from responder.sip.errors import Discard
+from responder.sip.errors import RESPONSE, Discard
 from responder.sip.message import Request
 from responder.sip.parser import parse
 from responder.sip.seeded import Seeded
-
-DEFAULT_RULE = "default"
-PROBLEM_RULE = "bad-request"    # the answer to a malformed request (Problem)
-CANCEL_RULE = "cancel"          # 200/487 of a CANCEL that stopped pending steps
-NO_TXN_RULE = "no-transaction"  # 481 to an unmatched CANCEL
-REQUIRE_RULE = "require"        # 420 for unsupported Require tags
-OVERLOAD_RULE = "pending-full"  # 503 to a request whose delayed steps have no room
-NO_DIALOG_RULE = "no-dialog"    # 481 to an in-dialog request of a dialog we never made
-IN_DIALOG_RULE = "in-dialog"    # 200 + answer to a re-INVITE or UPDATE (SPEC §8.2)
-BAD_SDP_RULE = "bad-sdp"        # 400 Bad SDP: an offer we cannot read
-NO_MEDIA_RULE = "not-acceptable"  # 488 + Warning 305: nothing of the offer is acceptable
-TIMER_RULE = "session-timer"    # 422: a Session-Expires below our Min-SE (RFC 4028)
-# SPEC §10: a request that needs a pending entry when the table is full (entries or bytes)
-# gets this INSTEAD of its steps: a final answer at once, never a 180 and then silence.
-OVERLOAD = Step.make(503, headers=(("Retry-After", str(RETRY_AFTER)),))
-NO_DIALOG = Step.make(481)
-SESSION_TOO_SHORT = Step.make(422)  # with Min-SE (the code's required header)
-IN_DIALOG_OK = Step.make(200)
-# The discard reason of a message whose handling raised: counted, never a traceback, and
-# never the loss of the other messages read with it (SPEC §10).
-INTERNAL_ERROR = "internal-error"
 
 CALL_METHODS = frozenset({"INVITE", "ACK", "CANCEL", "UPDATE", "BYE", "PRACK"})
 
 _new = tuple.__new__  # builds a NamedTuple from all its fields without a Python call
 
 
-class Engine:
+class Engine(DialogSide, LabSide):
     """One rule set, one seed, bounded state.
 
     ``shard`` = (index, count) when several workers share the sockets: a request whose
@@ -118,6 +109,8 @@ class Engine:
         self._gate = Gate.make(allow, rate_limit, limits)
         self.dialogs = Dialogs(limits.completed, limits.remember)
         self.media = Media(seeded.key32("ssrc"))
+        self._seen: list[tuple[str | None, int, str] | None] = [None] * SEEN_SLOTS
+        self.hangups = Hangups(limits.pending, self.dialogs)  # hangup: BYEs (SPEC §8.5)
         # listen host -> the port of its media socket (the server opens them; SPEC §8.3)
         self.media_ports: dict[str, int] = {}
 
@@ -132,6 +125,8 @@ class Engine:
         self.faults.clear()
         self.dialogs.clear()
         self.media.clear()
+        self.hangups.clear()
+        self._seen = [None] * SEEN_SLOTS
         if self._gate is not None and self._gate.rate is not None:
             self._gate.rate.clear()
 
@@ -148,16 +143,21 @@ class Engine:
         """Size, bound and evictions of every table the engine keeps (docs/faults.md)."""
         rate = self._gate.rate if self._gate is not None else None
         return {**self.txns.stats(), **self.faults.stats(),
+                "hangups": self.hangups.stat(),
                 **({"rate-sources": rate.stat()} if rate is not None else {})}
 
     def next_deadline(self) -> float | None:
-        return self.txns.next_deadline()
+        first, bye = self.txns.next_deadline(), self.hangups.next_deadline()
+        return first if bye is None else bye if first is None else min(first, bye)
 
     def owner(self, req: Request) -> int:
         """The worker that owns a request's dialog (Call-ID and From tag): every request of
         one call -- INVITE, CANCEL, ACK, BYE, re-INVITE -- meets the same worker."""
+        return self.owner_of(req.call_id, req.from_tag)
+
+    def owner_of(self, call_id: str | None, from_tag: str | None) -> int:
         assert self.shard is not None
-        key = f"{req.call_id}\x00{req.from_tag}"
+        key = f"{call_id}\x00{from_tag}"
         return zlib.crc32(key.encode("utf-8", "surrogateescape")) % self.shard[1]
 
     def receive(self, inbound: Inbound, now: float, handed: bool = False) -> list[Effect]:
@@ -175,11 +175,21 @@ class Engine:
             counted = (method if method in methods or len(methods) < METHODS_LIMIT
                        else OTHER_METHOD)
             methods[counted] = methods.get(counted, 0) + 1
-            out = self._handle(req, inbound, now, handed)
+            # A request seen a moment ago (same branch, Call-ID, CSeq, method): its answer
+            # is marked and counted as a retransmission's, whichever path answers it.
+            key = (req.top_via.branch or req.call_id, req.cseq_num, method)
+            seen, slot = self._seen, hash(key) & SEEN_MASK
+            if seen[slot] != key:
+                seen[slot] = key
+                out = self._handle(req, inbound, now, handed)
+            else:
+                out = again(self._handle(req, inbound, now, handed), counters)
         except Discard as d:
+            if d.reason == RESPONSE and (self.hangups.by_branch or self.shard is not None):
+                return self._response(inbound, now, handed)
             return self._discard(inbound, now, d.reason)
         except Exception:  # SPEC §10: a bug costs this message only
-            return self._discard(inbound, now, INTERNAL_ERROR)
+            return self._discard(inbound, now, names.INTERNAL_ERROR)
         if self.record and not (out and type(out[0]) is Handoff):
             out.insert(0, Arrived(counters.received, now, inbound, req, None,
                                   self._rule_of(req, out)))
@@ -192,7 +202,9 @@ class Engine:
             try:
                 out += self._run(entry, now)
             except Exception:  # SPEC §10: one entry's bug, not the rest
-                self.counters.discarded[INTERNAL_ERROR] += 1
+                self.counters.discarded[names.INTERNAL_ERROR] += 1
+        if self.hangups.table:
+            out += self.hangups.due(now)
         return out
 
     # --- the decision ------------------------------------------------------------
@@ -220,11 +232,11 @@ class Engine:
         ruleset = self.ruleset
         source = inbound.source
         ctx = _new(Context, (ruleset.identity, self.seeded, now, source, inbound.local,
-                             ruleset.auth))
+                             ruleset.auth, inbound.transport, inbound.conn))
         arrival = self.counters.received
         if (p := req.problem) is not None:
             step = Step.make(p.status, reason=p.reason)
-            return [self._emit(req, ctx, step, self._tag(req), PROBLEM_RULE, now, arrival)]
+            return [self._emit(req, ctx, step, self._tag(req), names.PROBLEM_RULE, now, arrival)]
 
         txns = self.txns
         if txns.pending or txns.completed.table:
@@ -260,7 +272,8 @@ class Engine:
             supported = ruleset.identity.supported
             if any(t not in supported for t in req.require):
                 step = Step.make(420)
-                return [self._emit(req, ctx, step, self._tag(req), REQUIRE_RULE, now, arrival)]
+                return [self._emit(req, ctx, step, self._tag(req), names.REQUIRE_RULE, now,
+                                   arrival)]
 
         rule = chosen or select(ruleset, req, source[0], self.seeded)
         lab = False  # fault injection (precomputed at load): the one branch off the hot path
@@ -272,9 +285,9 @@ class Engine:
             lab = rule.lab
         elif req.method == "CANCEL":
             # SPEC §5: the default never answers a CANCEL; with nothing to cancel, 481.
-            reply, name = (Step.make(481),), NO_TXN_RULE
+            reply, name = (Step.make(481),), names.NO_TXN_RULE
         else:
-            reply, name, lab = ruleset.default, DEFAULT_RULE, ruleset.default_lab
+            reply, name, lab = ruleset.default, names.DEFAULT_RULE, ruleset.default_lab
         if owner is not None and (lab or (reply and reply[-1].after > 0)):
             # Delayed steps live with the dialog's owner (so its CANCEL finds them), and so
             # does fault injection's per-transaction state.
@@ -315,10 +328,13 @@ class Engine:
             self.media.expect(req.call_id or "", answers.target, media_mode(cfg, body),
                               events_pt(body))
         self.counters.answered += 1
+        if step.hangup is not None and 200 <= step.code < 300 and req.method == "INVITE":
+            self._hangup(req, ctx, step.hangup, tag, time)
         # tuple.__new__ straight away: a NamedTuple's own __new__ is a Python function.
         exch = _new(Exchange, (time, ctx.source, req.method, req.uri, req.call_id, step.code,
-                               step.reason, rule, delay, False, 0, arrival))
-        return _new(Send, (ctx.source, data, exch, ctx.local, None))
+                               step.reason, rule, delay, False, 0, arrival, step.fault,
+                               ctx.transport))
+        return _new(Send, (ctx.source, data, exch, ctx.local, ctx.conn))
 
     def _dropped(self, req: Request, ctx: Context, reason: str, rule: str, now: float,
                  arrival: int) -> Dropped:
@@ -347,13 +363,16 @@ class Engine:
         tag = self.seeded.to_tag(req.call_id, req.from_tag)
         if req.method == "INVITE" and too_short(req, reply, self.ruleset.identity.supported):
             # RFC 4028 §8.1 (the method test first: every other answer skips the call)
-            return [self._emit(req, ctx, SESSION_TOO_SHORT, tag, TIMER_RULE, now, arrival)]
+            return [self._emit(req, ctx, names.SESSION_TOO_SHORT, tag, names.TIMER_RULE, now,
+                               arrival)]
+        if req.method == "INVITE" and "100rel" in self.ruleset.identity.supported:
+            reply = reliable_reply(req, reply, tag)  # SPEC §8.4
         answers = None
         if req.method in OFFER_METHODS and not (how is not None and how.sdp_ignore):
             base = (how.media if how is not None else None) or self.ruleset.media
             talk = answers_for(req, ctx, reply, base, tag, self.media_ports)
             if isinstance(talk, Step):  # 400 Bad SDP or 488: instead of the rule's reply
-                name = BAD_SDP_RULE if talk.code == 400 else NO_MEDIA_RULE
+                name = names.BAD_SDP_RULE if talk.code == 400 else names.NO_MEDIA_RULE
                 return [self._emit(req, ctx, talk, tag, name, now, arrival)]
             answers = talk
         kept = None
@@ -370,53 +389,28 @@ class Engine:
             i += 1
         last = out[-1] if out else None
         assert last is None or type(last) is Send
+        if udp and i and reply[i - 1].reliable and kept is None and reply[i - 1].code < 200:
+            kept, weight = for_pending(req, size, len(last.data) if last else 0)
+            if not self.txns.room(weight):
+                kept = None  # best effort, as the 2xx's resending
         if kept is not None:
             queue: list[Queued] = [(now + s.after, s, s.after) for s in reply[i:]]
-            self._hold(Pending(kept, ctx, tag, rule, arrival, queue, last, size=weight,
-                               answers=answers, resend=udp and req.method == "INVITE"))
+            entry = Pending(kept, ctx, tag, rule, arrival, queue, last, size=weight,
+                            answers=answers, resend=udp and req.method == "INVITE")
+            if udp and i and reply[i - 1].reliable and reply[i - 1].code < 200:
+                self._copies(entry, now, 0.0)
+            self._hold(entry)
         elif (last is not None and udp and req.method == "INVITE"
               and 200 <= reply[-1].code < 300):
             self._resend(req, ctx, tag, rule, arrival, last, now, size)
         return out
-
-    def _in_dialog(self, req: Request, ctx: Context, inbound: Inbound, now: float,
-                   arrival: int) -> list[Effect] | Rule | None:
-        """A request with a To tag (SPEC §8.2): 481 when the tag is not one we issue or the
-        dialog was ended by a BYE; a re-INVITE or UPDATE gets 200 and its answer at once
-        unless a rule says ``in_dialog: true`` (that rule); None: the rules decide."""
-        assert req.to_tag is not None
-        tag = req.to_tag
-        if not self.seeded.ours(tag, req.call_id, req.from_tag) or (
-                req.method == "BYE"
-                and not self.dialogs.end(req.call_id, req.from_tag, req.cseq_num, now)):
-            return [self._emit(req, ctx, NO_DIALOG, tag, NO_DIALOG_RULE, now, arrival)]
-        if req.method in OFFER_METHODS:
-            rule = select_in_dialog(self.ruleset, req, inbound.source[0], self.seeded)
-            if rule is None:
-                return self._answer(req, ctx, (IN_DIALOG_OK,), IN_DIALOG_RULE, now, arrival,
-                                    None, inbound)
-            return rule
-        return None
-
-    def _resend(self, req: Request, ctx: Context, tag: str, rule: str, arrival: int,
-                sent: Send, now: float, size: int) -> None:
-        """A 2xx to INVITE over UDP is sent again (T1 doubling to T2) until its ACK comes or
-        64·T1 pass (SPEC §4). Best effort: with the pending table full it is not."""
-        kept, weight = for_pending(req, size, len(sent.data))
-        if not self.txns.room(weight):
-            return
-        entry = Pending(kept, ctx, tag, rule, arrival,
-                        [(now + t, None, t) for t in RESEND_2XX], sent, True, size=weight,
-                        resend=True)
-        if self.txns.hold(entry):
-            self.txns.await_ack(entry)
 
     def _refuse(self, req: Request, ctx: Context, tag: str, now: float, arrival: int) -> Send:
         """The pending table is full: 503 with Retry-After, counted (SPEC §10). Not
         remembered: a retransmission is decided afresh (by then there may be room)."""
         self.counters.pending_overflow += 1
         self.txns.refused()
-        return self._emit(req, ctx, OVERLOAD, tag, OVERLOAD_RULE, now, arrival)
+        return self._emit(req, ctx, names.OVERLOAD, tag, names.OVERLOAD_RULE, now, arrival)
 
     def _run(self, entry: Pending, now: float) -> list[Effect]:
         """Send what of ``entry``'s queue is due at ``now``."""
@@ -428,8 +422,14 @@ class Engine:
                 last = entry.last
                 assert last is not None and last.exchange is not None
                 entry.copies += 1
-                if entry.resend:
+                if entry.prack:
+                    self.counters.resent_1xx += 1
+                elif entry.resend:
                     self.counters.resent += 1
+                    k = entry.copies  # SPEC §4: the next copy, if any (one queued at a time)
+                    if k < len(RESEND_2XX) and not queue:
+                        step_t = RESEND_2XX[k] - RESEND_2XX[k - 1]
+                        queue.append((at + step_t, None, delay + step_t))
                 else:
                     self.counters.repeats += 1
                 sent = last._replace(exchange=last.exchange._replace(time=at,
@@ -438,10 +438,15 @@ class Engine:
                 sent = self._emit(entry.req, entry.ctx, step, entry.tag, entry.rule, at,
                                   entry.arrival, delay, entry.answers)
                 entry.last = sent
+                entry.copies = 0  # copies (and Exchange.repeat) count per response
                 entry.final = step.final
+                if entry.prack and step.final:
+                    self.txns.forget_prack(entry)  # a PRACK now is too late to matter
+                if step.reliable and entry.resend and not step.final:
+                    self._copies(entry, at, delay)
                 if entry.resend and step.final and not queue:
                     if 200 <= step.code < 300:  # SPEC §4: resent until the ACK
-                        queue.extend((at + t, None, delay + t) for t in RESEND_2XX)
+                        queue.append((at + RESEND_2XX[0], None, delay + RESEND_2XX[0]))
                         self.txns.await_ack(entry)
                     else:
                         entry.resend = False
@@ -453,31 +458,6 @@ class Engine:
         if not self.txns.hold(entry):
             self.counters.pending_overflow += 1  # bounded: later steps are not sent
 
-    def _lab(
-        self, req: Request, ctx: Context, reply: Reply, rule: str, now: float, arrival: int,
-        drop_first: int,
-    ) -> list[Effect]:
-        """The fault-injection path (docs/faults.md): drop_first, jitter, repeat, fault."""
-        held = self.faults.held_back(txn_key(req), now, drop_first)
-        if held is not None:  # the first ``drop_first`` transmissions: no answer
-            self.counters.held += 1
-            return [self._dropped(req, ctx, held, rule, now, arrival)]
-        if not reply:
-            return self._answer(req, ctx, reply, rule, now, arrival)
-        plan = self.faults.plan(req, reply, self.seeded, now)
-        tag = self._tag(req)
-        kept, size = req, 0
-        if plan[-1][0] > now:  # something is left for later (the plan is in time order)
-            kept = for_answers(req)
-            size = answer_weight(kept, max(len(s.body) for s in reply))
-            if not self.txns.room(size):
-                return [self._refuse(req, ctx, tag, now, arrival)]
-        entry = Pending(kept, ctx, tag, rule, arrival, plan, size=size)
-        out = self._run(entry, now)
-        if entry.queue:
-            self._hold(entry)
-        return out
-
     def _cancel(self, req: Request, ctx: Context, now: float, arrival: int
                 ) -> list[Effect] | None:
         """RFC 3261 §9.2: a CANCEL whose INVITE still has steps pending stops them."""
@@ -486,9 +466,9 @@ class Engine:
         if entry is None or entry.final:  # only repeats left: the INVITE is answered
             return None
         self.txns.take(invite_key)
-        ok = self._emit(req, ctx, Step.make(200), self._tag(req), CANCEL_RULE, now, arrival)
+        ok = self._emit(req, ctx, Step.make(200), self._tag(req), names.CANCEL_RULE, now, arrival)
         icx = entry.ctx._replace(now=now)
-        terminated = self._emit(entry.req, icx, Step.make(487), entry.tag, CANCEL_RULE, now,
+        terminated = self._emit(entry.req, icx, Step.make(487), entry.tag, names.CANCEL_RULE, now,
                                 entry.arrival)
         self.txns.remember(txn_key(req), [ok], now)
         self.txns.remember(invite_key, [terminated], now)

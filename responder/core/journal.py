@@ -8,7 +8,9 @@ exchange names that arrival adds to it, including delayed steps sent seconds lat
 bytes, which a ``fault: garbage`` response does not have). Bounded in entries and in bytes
 (``Limits.journal_bytes``): the oldest entry goes when a new one comes and the journal is
 full. An entry keeps a bounded copy of a large request (:func:`responder.core.keep.for_journal`)
-and at most ``keep.JOURNAL_DATA`` bytes of the datagram and of each response.
+and at most ``keep.JOURNAL_DATA`` bytes of the datagram and of each response; all of it,
+text included (the datagram, the request's header values and body, each response's bytes),
+is counted in the entry's weight, so the byte budget bounds what ``GET /journal`` shows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from responder.core.effects import Arrived, Dropped, Effect, Send
 from responder.core.keep import JOURNAL_DATA, JOURNAL_LINES, LINE, REQUEST, STR, for_journal
 from responder.core.limits import LIMITS, Limits, TableStat
 from responder.sip.builder import Addr
-from responder.sip.message import Request
+from responder.sip.message import COMPACT, Request
 
 ENTRY = 400  # a JournalEntry and its lists, beyond the datagram and the request
 # A small request kept as parsed: the entry, the Request, the datagram and the text of the
@@ -48,10 +50,36 @@ class JournalEntry:
     transport: str = "udp"
     seq: int = 0  # the arrival's number (Arrived.seq)
     weight: int = 0  # what the entry holds, in bytes (an estimate, see keep.py)
+    size: int = 0  # the datagram's size as received (``data`` keeps at most JOURNAL_DATA)
 
     @property
     def method(self) -> str | None:
         return self.request.method if self.request else None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The request's header lines as (name as written, value), in order, repeated
+        names repeated ([] for a discarded datagram; a large request's first
+        ``keep.JOURNAL_LINES`` lines, each value cut to ``keep.JOURNAL_VALUE``)."""
+        r = self.request
+        return [(name, value) for _, name, value in r.header_lines] if r is not None else []
+
+    @property
+    def body(self) -> bytes:
+        """The request's body (b"" for none or a discarded datagram; a large request's
+        first ``keep.JOURNAL_VALUE`` bytes)."""
+        return self.request.body if self.request is not None else b""
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any case, compact forms too), or None."""
+        key = name.lower()
+        key = COMPACT.get(key, key)
+        r = self.request
+        if r is not None:
+            for k, _, value in r.header_lines:
+                if k == key:
+                    return value
+        return None
 
 
 class Journal:
@@ -127,7 +155,8 @@ class Journal:
             data = data[:JOURNAL_DATA]
             weight = ENTRY + len(data) + kept
         entry = JournalEntry(e.time, inbound.source, data, request, e.discard,
-                             e.rule, transport=inbound.transport, seq=e.seq, weight=weight)
+                             e.rule, transport=inbound.transport, seq=e.seq, weight=weight,
+                             size=size)
         entries = self._entries
         if len(entries) >= self.size:  # the common case when full, inline
             old = entries.popleft()

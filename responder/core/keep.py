@@ -38,7 +38,8 @@ _REGISTER_KEYS = frozenset({"record-route", "contact", "expires"})
 
 def for_answers(req: Request) -> Request:
     """``req`` with only what building its responses reads (the same strings, no copies)."""
-    keys = _REGISTER_KEYS if req.method == "REGISTER" else _KEYS
+    # (an INVITE's Contact too: the BYE of a ``hangup:`` goes to it, SPEC §8.5)
+    keys = _REGISTER_KEYS if req.method in ("REGISTER", "INVITE") else _KEYS
     lines = [h for h in req.header_lines if h[0] in keys]
     return Request(req.method, req.uri, req.version, lines, req.vias, req.top_via,
                    req.via_rest, req.from_, req.to, req.call_id, req.cseq, req.cseq_num,

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from responder.core.calls import Answers
-from responder.core.effects import Send
+from responder.core.counters import Counters
+from responder.core.effects import Dropped, Effect, Send
 from responder.core.keep import STR
 from responder.core.limits import Expiring, Limits, TableStat
 from responder.rules.model import Step
@@ -50,6 +51,7 @@ class Pending:
     size: int = 0            # its weight in bytes (keep.answer_weight)
     answers: Answers | None = None  # the SDP its 2xx and 183 carry (SPEC §8.1), if any
     resend: bool = False     # a 2xx to INVITE over UDP: resent until its ACK (SPEC §4)
+    prack: bool = False      # a reliable provisional is resent until its PRACK (RFC 3262)
 
 
 COMPLETED = 480  # a completed entry beyond its responses: table slot, tuples, list, Exchange
@@ -79,12 +81,15 @@ class Transactions:
         # (Call-ID, CSeq number) -> the INVITE whose 2xx is resent until this ACK comes
         # (the ACK of a 2xx has a branch of its own). One per pending entry at most.
         self.acks: dict[tuple[str | None, int], TxnKey] = {}
+        # (Call-ID, CSeq) -> the INVITE whose reliable provisional awaits its PRACK
+        self.pracks: dict[tuple[str | None, int], TxnKey] = {}
 
     def clear(self) -> None:
         self.pending.clear()
         self._heap.clear()
         self.completed.clear()
         self.acks.clear()
+        self.pracks.clear()
         self.bytes = 0
 
     def await_ack(self, entry: Pending) -> None:
@@ -102,10 +107,36 @@ class Transactions:
         self.remember(key, [entry.last] if entry.last else [], now)
         return True
 
+    def await_prack(self, entry: Pending) -> None:
+        """``entry`` resends its reliable provisional until a PRACK for (Call-ID, CSeq)."""
+        entry.prack = True
+        req = entry.req
+        self.pracks[(req.call_id, req.cseq_num)] = txn_key(req)
+
+    def forget_prack(self, entry: Pending) -> None:
+        entry.prack = False
+        self.pracks.pop((entry.req.call_id, entry.req.cseq_num), None)
+
+    def pracked(self, call_id: str | None, cseq_num: int, now: float) -> bool:
+        """A PRACK arrived: the provisional's copies still queued are not sent."""
+        key = self.pracks.pop((call_id, cseq_num), None)
+        entry = self.pending.get(key) if key is not None else None
+        if key is None or entry is None:
+            return False
+        entry.prack = False
+        entry.queue = [q for q in entry.queue if q[1] is not None]
+        if entry.queue:
+            self._push(entry.queue[0][0], key)
+        else:
+            self.take(key)
+            self.remember(key, [entry.last] if entry.last else [], now)
+        return True
+
     def _forget_ack(self, entry: Pending) -> None:
-        if entry.resend:
+        if entry.resend or entry.prack:
             req = entry.req
             self.acks.pop((req.call_id, req.cseq_num), None)
+            self.pracks.pop((req.call_id, req.cseq_num), None)
 
     def answered(self, key: TxnKey, now: float) -> list[Send] | None:
         """What was sent for ``key`` so far, when it is a retransmission; else None."""
@@ -193,3 +224,27 @@ class Transactions:
                                      self.bytes, self.limits.pending_bytes),
                 "timers": TableStat(len(self._heap), self.limits.timers, 0),
                 "completed": self.completed.stat()}
+
+
+# The last requests seen, one per slot of a direct-mapped table (a hash of the transaction
+# key picks the slot; a newer request takes it): what tells an immediate rule's answer to a
+# retransmission from a first answer, at the cost of one hash and one compare.
+SEEN_SLOTS = 16_384
+SEEN_MASK = SEEN_SLOTS - 1
+
+
+def again(out: list[Effect], counters: Counters) -> list[Effect]:
+    """Mark the answers to a retransmitted request (counted once, unless already marked:
+    the pending and completed tables' answers are)."""
+    changed = False
+    marked: list[Effect] = []
+    for e in out:
+        if type(e) is Send or type(e) is Dropped:
+            exch = e.exchange
+            if exch is not None and not exch.retransmission:
+                e = e._replace(exchange=exch._replace(retransmission=True))
+                changed = True
+        marked.append(e)
+    if changed:
+        counters.retransmissions += 1
+    return marked

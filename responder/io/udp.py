@@ -15,6 +15,13 @@ once; under light load a batch is one datagram, so nothing waits for company.
 With several workers (``--workers``), every worker reads the same sockets; a
 request the engine hands to its owner worker travels over that worker's
 inbox (an AF_UNIX datagram socket) with its source and local addresses.
+
+A socket bound to a wildcard address (``0.0.0.0``, ``::``) asks the kernel for each
+datagram's destination address (``IP_PKTINFO``, ``IPV6_RECVPKTINFO``): the engine sees
+the address the request was sent to as ``Inbound.local`` (our Contact, the SDP's ``c=``),
+and the reply leaves from it (``sendmsg`` with the same control message), so a client that
+``connect()``-ed to one of the host's addresses gets its answer from that address (SPEC §4).
+These sockets are read by :func:`recv_pktinfo` and written by :func:`send_many`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import struct
 from collections.abc import Callable
 from functools import lru_cache, partial
 
@@ -31,10 +39,17 @@ from responder.core.engine import Engine
 from responder.sip.addr import Addr, hostport
 
 Recv = Callable[[], list[tuple[bytes, Addr]]]  # up to MANY datagrams; [] when none waits
+# ... on a wildcard-bound socket: each with the address it was sent to (IP_PKTINFO)
+RecvReached = Callable[[], list[tuple[bytes, Addr, Addr | None]]]
 SendMany = Callable[[list[Effect]], int]  # sends the Sends' data; returns how many failed
 Observe = Callable[[list[Effect]], None]  # the journal, logs and metrics, given each batch
 
 MANY = 64  # datagrams per receive call (the compiled recv_many's buffer count)
+WILDCARDS = ("0.0.0.0", "::")
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux's value (Python 3.11 lacks the name)
+_IN_PKTINFO = struct.Struct("=I4s4s")    # ifindex, spec_dst, addr (struct in_pktinfo)
+_IN6_PKTINFO = struct.Struct("=16sI")    # addr, ifindex (struct in6_pktinfo)
+_CMSG_ROOM = socket.CMSG_SPACE(_IN6_PKTINFO.size)
 BATCH = 256  # datagrams per wake-up at most
 MAX_DATAGRAM = 65535
 
@@ -75,9 +90,10 @@ def recv_many(sock: socket.socket) -> list[tuple[bytes, Addr]]:
     return got
 
 
-def send_many(sock: socket.socket, effects: list[Effect]) -> int:
+def send_many(sock: socket.socket, effects: list[Effect], reached: bool = False) -> int:
     """The pure-Python twin of the compiled ``send_many``: each Send's data to its dest, the
-    other effects skipped; returns the failures."""
+    other effects skipped; returns the failures. ``reached``: the socket is bound to a
+    wildcard address, and each Send leaves from its ``local`` address (IP_PKTINFO)."""
     failed = 0
     for out in effects:
         if type(out) is not Send:
@@ -86,10 +102,64 @@ def send_many(sock: socket.socket, effects: list[Effect]) -> int:
         try:
             if "%" in dest[0]:
                 dest = zone_sockaddr(*out.dest)
-            sock.sendto(out.data, dest)
+            local = out.local
+            cmsg = (pktinfo_message(local[0])
+                    if reached and local is not None and local[0] not in WILDCARDS else None)
+            if cmsg is None:
+                sock.sendto(out.data, dest)
+            else:
+                sock.sendmsg([out.data], [cmsg], 0, dest)
         except OSError:
             failed += 1  # UDP: a full buffer or unreachable peer loses it
     return failed
+
+
+def pktinfo_local(ancillary: list[tuple[int, int, bytes]], port: int) -> Addr | None:
+    """The destination address of a datagram, from its IP_PKTINFO/IPV6_PKTINFO message."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            return socket.inet_ntop(socket.AF_INET, data[8:12]), port
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
+            addr, index = _IN6_PKTINFO.unpack_from(data)
+            host = socket.inet_ntop(socket.AF_INET6, addr)
+            return (zoned(host, index) if host.startswith("fe80:") else host), port
+    return None
+
+
+def recv_pktinfo(sock: socket.socket, port: int) -> list[tuple[bytes, Addr, Addr | None]]:
+    """Up to MANY datagrams of a wildcard-bound socket: data, source, and the address each
+    was sent to (None when the kernel did not say)."""
+    got: list[tuple[bytes, Addr, Addr | None]] = []
+    for _ in range(MANY):
+        try:
+            data, ancillary, _flags, source = sock.recvmsg(MAX_DATAGRAM, _CMSG_ROOM)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            continue
+        if len(source) == 4 and source[3]:
+            peer: Addr = (zoned(source[0], source[3]), source[1])
+        else:
+            peer = source[:2]
+        got.append((data, peer, pktinfo_local(ancillary, port)))
+    return got
+
+
+def pktinfo_message(host: str) -> tuple[int, int, bytes] | None:
+    """The control message that makes a datagram leave from ``host`` (None: cannot)."""
+    addr, _, zone = host.partition("%")
+    try:
+        if ":" in addr:
+            index = 0
+            if zone:
+                index = (int(zone) if zone.isascii() and zone.isdigit()
+                         else socket.if_nametoindex(zone))
+            return (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
+                    _IN6_PKTINFO.pack(socket.inet_pton(socket.AF_INET6, addr), index))
+        return (socket.IPPROTO_IP, IP_PKTINFO,
+                _IN_PKTINFO.pack(0, socket.inet_pton(socket.AF_INET, addr), bytes(4)))
+    except OSError:
+        return None
 
 
 def send_fits(send_type: type[tuple[object, ...]]) -> bool:
@@ -111,6 +181,25 @@ def socket_io(sock: socket.socket) -> tuple[Recv, SendMany]:
     return partial(recv_many, sock), partial(send_many, sock)
 
 
+BUFFER = 4 << 20  # bytes asked for each socket's receive and send buffers
+
+
+def buffers(sock: socket.socket, size: int = BUFFER) -> None:
+    """Ask for ``size``-byte socket buffers: as root past the kernel's rmem_max/wmem_max
+    (SO_RCVBUFFORCE: a fresh machine caps SO_RCVBUF at 212,992 bytes, about 160 small
+    datagrams of a burst), else as far as the kernel allows."""
+    for force, plain in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                         (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+        for option in (force, plain):
+            if option is None:
+                continue
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+                break
+            except OSError:
+                continue
+
+
 def bind_udp(host: str, port: int) -> socket.socket:
     """A non-blocking UDP socket bound to ``host:port``; an OSError names the address
     (``127.0.0.1:5060: Address already in use``, an unknown host, a denied port)."""
@@ -121,9 +210,12 @@ def bind_udp(host: str, port: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.setblocking(False)
-        for opt, size in ((socket.SO_RCVBUF, 4 << 20), (socket.SO_SNDBUF, 4 << 20)):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        if host in WILDCARDS:  # each datagram's destination address (see recv_pktinfo)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        buffers(sock)
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"{hostport((host, port))}: {exc.strerror or exc}") from None
@@ -167,10 +259,18 @@ class UdpTransport:
         self._timer_at: float | None = None
         self.send_errors = 0
         self._senders: dict[Addr, SendMany] = {}  # per local address: how its socket sends
+        # With stream listeners beside (io/stream.py): the timed effects that are theirs are
+        # carried out by them, the rest come back for UDP (both transports share one engine).
+        self.claim: Callable[[list[Effect]], list[Effect]] | None = None
 
     def add(self, sock: socket.socket) -> Addr:
         local: Addr = sock.getsockname()[:2]
         self.sockets[local] = sock
+        if local[0] in WILDCARDS:  # SPEC §4: each reply from the address its request reached
+            self._senders[local] = partial(send_many, sock, reached=True)
+            self.loop.add_reader(sock.fileno(), self._reached, partial(recv_pktinfo, sock,
+                                                                       local[1]), local)
+            return local
         recv, self._senders[local] = socket_io(sock)
         self.loop.add_reader(sock.fileno(), self._readable, recv, local)
         return local
@@ -214,6 +314,23 @@ class UdpTransport:
                 break
         self._arm()
 
+    def _reached(self, recv: RecvReached, local: Addr) -> None:
+        """:meth:`_readable` for a wildcard-bound socket: each datagram's own destination
+        address is its ``Inbound.local``."""
+        now = self.loop.time()
+        for _ in range(BATCH // MANY):
+            batch = recv()
+            ready: list[Effect] = []
+            for data, source, reached in batch:
+                ready += self.engine.receive(Inbound(data, source, reached or local, UDP), now)
+            if ready:
+                if self.observe is not None:
+                    self.observe(ready)
+                self._carry_out(local, ready)
+            if len(batch) < MANY:
+                break
+        self._arm()
+
     def _handed(self, inbox: socket.socket) -> None:
         now = self.loop.time()
         for _ in range(BATCH):
@@ -222,8 +339,8 @@ class UdpTransport:
             except (BlockingIOError, InterruptedError):
                 break
             inbound = unpack_handoff(msg)
-            local = inbound.local
-            if local is not None and local in self._senders:
+            local = self._socket_of(inbound.local)
+            if local is not None:
                 effects = self.engine.receive(inbound, now, handed=True)
                 if effects and self.observe is not None:
                     self.observe(effects)
@@ -242,6 +359,13 @@ class UdpTransport:
         if sender is not None:
             self.send_errors += sender(effects)
 
+    def _socket_of(self, local: Addr | None) -> Addr | None:
+        """The socket that sends from ``local``: bound to it, or to a wildcard on its port."""
+        if local is None or local in self._senders:
+            return local
+        wildcard = ("::" if ":" in local[0] else "0.0.0.0", local[1])
+        return wildcard if wildcard in self._senders else None
+
     def _arm(self) -> None:
         deadline = self.engine.next_deadline()
         if deadline is None or deadline == self._timer_at:
@@ -258,11 +382,16 @@ class UdpTransport:
         effects = self.engine.due(max(self.loop.time(), deadline))
         if effects and self.observe is not None:
             self.observe(effects)
+        if effects and self.claim is not None:
+            effects = self.claim(effects)
+        self.send_due(effects)
+        self._arm()
+
+    def send_due(self, effects: list[Effect]) -> None:
+        """Timed effects (delayed steps, resends, our BYEs) out of the right UDP socket."""
         for e in effects:
             if type(e) is Send:
                 assert isinstance(e, Send)
-                local = e.local if e.local in self._senders else next(iter(self._senders),
-                                                                      None)
+                local = self._socket_of(e.local) or next(iter(self._senders), None)
                 if local is not None:
                     self._carry_out(local, [e])
-        self._arm()

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import ssl
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from responder import __version__
 from responder.core.engine import Engine
 from responder.core.journal import Journal
 from responder.core.limits import parse_network, parse_rate
+from responder.io.tls import TlsOptions, server_context
 from responder.ops.http import AdminOptions
-from responder.ops.logs import ExchangeLog
+from responder.ops.listen import DEFAULT_PORTS, SECURE, Listen, parse_listen
+from responder.ops.logs import ExchangeLog, note_line
 from responder.ops.server import run, serve, serve_workers
+from responder.ops.trace import Tracer
 from responder.rules.loader import build_ruleset, dump
 from responder.rules.model import RuleError, RuleSet
 from responder.sip import codes
@@ -90,15 +94,6 @@ def _is_ipv6(text: str) -> bool:
         return False
 
 
-SIP_PORT = 5060  # RFC 3261 §19.1.2: a --listen without a port takes it
-
-
-def parse_listen(text: str) -> Addr:
-    """``HOST:PORT``, ``[IPV6]:PORT``, optionally prefixed ``udp:`` (or ``udp://``); without
-    a port (``127.0.0.1``, ``[::1]``, ``::1``), SIP's 5060."""
-    return _hostport(text, ("udp://", "udp:"), SIP_PORT)
-
-
 def parse_http(text: str) -> Addr:
     """``HOST:PORT`` or ``[IPV6]:PORT`` for --metrics and --admin (``http://`` allowed)."""
     return _hostport(text, ("http://",))
@@ -113,17 +108,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def make_parser() -> Parser:
+    p = Parser(
         prog="sip-responder",
         description="A stateless SIP user-agent server: answers every SIP request exactly "
                     "as its rules say.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--listen", action="append", type=parse_listen, metavar="ADDR",
-                   help="udp:HOST:PORT or [IPV6]:PORT to listen on (repeatable; port 0 picks "
-                        "a free port; default 127.0.0.1:5060)")
+    p.add_argument("--listen", action="append", type=_checked(parse_listen), metavar="ADDR",
+                   help="[udp:|tcp:|tls:|ws:|wss:]HOST[:PORT] or [IPV6]:PORT to listen on "
+                        "(repeatable; port 0 picks a free port; no port: 5060, tls 5061, ws 80, "
+                        "wss 443; default udp:127.0.0.1:5060)")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate chain for tls: and wss:")
+    p.add_argument("--tls-key", metavar="PEM", help="private key for tls: and wss:")
+    p.add_argument("--tls-ca", metavar="PEM",
+                   help="mutual TLS: request client certificates and verify them against "
+                        "these CAs (refused otherwise)")
     p.add_argument("--rules", metavar="FILE", help="rules file (YAML); replaces the built-in "
                                                    "default rules")
     p.add_argument("--rule", action="append", default=[], metavar="SPEC",
@@ -142,6 +143,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", metavar="PATH",
                    help="also append the exchange lines to PATH (reopened on SIGHUP; -q "
                         "silences only stderr)")
+    p.add_argument("--trace", action="store_true",
+                   help="write every SIP message received and sent, whole, to stdout "
+                        "(docs/operations.md, Message trace)")
+    p.add_argument("--trace-file", metavar="PATH",
+                   help="append the same trace to PATH (reopened on SIGHUP)")
     ops = p.add_argument_group("operations (docs/operations.md)")
     ops.add_argument("--metrics", type=parse_http, metavar="ADDR",
                      help="serve Prometheus /metrics and /healthz on HOST:PORT (port 0 picks "
@@ -169,9 +175,39 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are a JSON line with ``--log-format json`` (SPEC §7:
+    every line on that stream is JSON)."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors:
+            super().error(message)
+        sys.stderr.write(note_line("json", f"{self.prog}: error: {message}", "error"))
+        raise SystemExit(2)
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """``--log-format json`` (or ``=json``) among the arguments, before they are parsed."""
+    for i, arg in enumerate(argv):
+        if arg == "--log-format=json" or (arg == "--log-format" and argv[i + 1:i + 2]
+                                          == ["json"]):
+            return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser.json_errors = wants_json(argv)
     args = parser.parse_args(argv)
+    fmt = args.log_format
+
+    def say(text: str, message: str, event: str) -> None:
+        """A line on stderr before the log exists: ``text``, or as JSON ``message``."""
+        sys.stderr.write(note_line(fmt, message, event) if fmt == "json" else f"{text}\n")
+
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     check_operations(parser, args)
@@ -181,10 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ruleset = build_ruleset(args.rules, args.rule)
     except RuleError as exc:
-        sys.stderr.write(f"{exc}\n")
+        say(str(exc), str(exc), "error")
         return 2
     for warning in ruleset.warnings:
-        sys.stderr.write(f"warning: {warning}\n")
+        say(f"warning: {warning}", warning, "warning")
     if args.check:
         sys.stdout.write(dump(ruleset))
         return 0
@@ -193,11 +229,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         log = ExchangeLog(sys.stderr, args.log_format, quiet=args.quiet, path=args.log_file)
     except OSError as exc:
-        sys.stderr.write(f"sip-responder: cannot open the log file: {exc}\n")
+        message = f"cannot open the log file: {exc}"
+        say(f"sip-responder: {message}", message, "error")
         return 1
     try:
-        return _serve(args, ruleset, seed, log)
+        trace = (Tracer(sys.stdout if args.trace else None, args.trace_file)
+                 if args.trace or args.trace_file else None)
+    except OSError as exc:
+        log.note(f"cannot open the trace file: {exc}", "error")
+        log.close()
+        return 1
+    try:
+        return _serve(args, ruleset, seed, log, trace)
     finally:
+        if trace is not None:
+            trace.close()
         log.close()
 
 
@@ -218,6 +264,15 @@ def check_operations(parser: argparse.ArgumentParser, args: argparse.Namespace) 
                      "is given")
     if args.admin_token is not None and not args.admin_token.strip():
         parser.error("--admin-token must not be empty")
+    listens = args.listen or []
+    if args.workers > 1 and any(spec.scheme != "udp" for spec in listens):
+        parser.error("--workers works with UDP listeners only for now: a TCP, TLS or "
+                     "WebSocket connection's requests cannot be handed to another worker yet")
+    secure = [str(spec) for spec in listens if spec.scheme in SECURE]
+    if secure and not (args.tls_cert and args.tls_key):
+        parser.error(f"{', '.join(secure)} needs --tls-cert and --tls-key")
+    if (args.tls_cert or args.tls_key or args.tls_ca) and not secure:
+        parser.error("--tls-cert, --tls-key and --tls-ca are for tls: and wss: listeners")
     if not 1 <= args.journal_size <= JOURNAL_MAX:
         parser.error(f"--journal-size must be from 1 to {JOURNAL_MAX}")
 
@@ -234,12 +289,22 @@ def exposure_warning(listen: Sequence[Addr], args: argparse.Namespace) -> str | 
             "request it sends (README, Amplification)")
 
 
-def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeLog) -> int:
-    log.note(f"seed {seed}")
-    listen = args.listen or [("127.0.0.1", 5060)]
-    warning = exposure_warning(listen, args)
+def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeLog,
+           trace: Tracer | None = None) -> int:
+    log.note(f"seed {seed}", "seed", seed=seed)
+    listens = args.listen or [Listen("udp", "127.0.0.1", DEFAULT_PORTS["udp"])]
+    listen = [spec.addr for spec in listens if spec.scheme == "udp"]
+    streams = [spec for spec in listens if spec.scheme != "udp"]
+    tls = TlsOptions(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    if tls is not None:
+        try:
+            server_context(tls)  # a certificate that cannot be read fails now, by name
+        except (OSError, ssl.SSLError) as exc:
+            log.note(f"cannot use the TLS certificate: {exc}", "error")
+            return 1
+    warning = exposure_warning([spec.addr for spec in listens], args)
     if warning is not None:
-        log.note(warning)
+        log.note(warning, "warning")
     summary_interval = 1.0 if args.verbose else 10.0
 
     def reload() -> RuleSet:
@@ -257,7 +322,8 @@ def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeL
                 log,
                 lambda engine, worker: run(lambda: serve(
                     [], engine, log, reloader, summary_interval=summary_interval,
-                    worker=worker)),
+                    worker=worker, trace=trace)),
+                trace=trace,
             )
         engine = Engine(ruleset, Seeded(seed), allow=args.allow, rate_limit=args.rate_limit)
         # The admin API's /journal (bounded: --journal-size).
@@ -265,9 +331,10 @@ def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeL
         admin = AdminOptions(args.admin, args.admin_token.strip() if args.admin_token else None,
                              args.rules) if args.admin else None
         run(lambda: serve(listen, engine, log, reloader, summary_interval=summary_interval,
-                          metrics=args.metrics, admin=admin, journal=journal))
+                          metrics=args.metrics, admin=admin, journal=journal, trace=trace,
+                          streams=streams, tls=tls))
     except OSError as exc:
-        sys.stderr.write(f"sip-responder: cannot listen: {exc}\n")
+        log.note(f"cannot listen: {exc}", "error")
         return 1
     except KeyboardInterrupt:
         pass

@@ -56,6 +56,8 @@ LINGER_TIME = 5.0           # seconds aiohttp keeps reading and dropping a body 
 SHUTDOWN_TIMEOUT = 2.0      # seconds close() waits for requests in progress (shutdown_timeout)
 ADMIN_NAME = "<admin>"      # the "file name" in errors about a PUT /rules body
 JOURNAL_LIMIT = 100         # entries GET /journal returns without ?limit=
+JOURNAL_TEXT = 16 << 20     # bytes of message text (datagrams, responses) one GET /journal
+                            # carries at most: older entries past it are left out
 LIMIT_DIGITS = 9            # ?limit= takes at most this many digits (more gets 400)
 TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
@@ -377,15 +379,22 @@ class AdminApp:
                     and (not users or any(u.matches(r.target_user) for u in users)))
 
         picked: list[JournalEntry] = []
+        carried = 0  # bytes of message text picked (bounded: JOURNAL_TEXT)
+        cut = False
         for entry in reversed(journal):
             if len(picked) >= limit:
                 break
             if wanted(entry):
+                carried += 2 * len(entry.data) + sum(map(len, entry.responses))
+                if carried > JOURNAL_TEXT and picked:
+                    cut = True
+                    break
                 picked.append(entry)
         offset = time.time() - self.clock()  # the journal's clock is the loop's
         media = self.engine.media
         entries = [_entry_json(e, offset, media) for e in reversed(picked)]
-        return json_response(200, {"journal_size": journal.size, "entries": entries})
+        return json_response(200, {"journal_size": journal.size, "entries": entries,
+                                   "truncated": cut})
 
     def delete_journal(self) -> HttpResponse:
         journal = self.journal
@@ -419,4 +428,16 @@ def _entry_json(e: JournalEntry, offset: float, media: Media | None = None
         "statuses": e.statuses,
         "discard": e.discard,
         "media": facts,
+        "transport": e.transport,
+        "size": e.size,
+        "message": message_text(e.data),
+        "headers": [[shown(n), shown(v)] for n, v in e.headers] if r else None,
+        "body": message_text(e.body) if r else None,
+        "responses": [message_text(data) for data in e.responses],
     }
+
+
+def message_text(data: bytes) -> str:
+    """A message's bytes as JSON text: UTF-8, each byte that is not UTF-8 as ``\\xNN``
+    (the way :func:`shown` writes them)."""
+    return data.decode("utf-8", "backslashreplace")

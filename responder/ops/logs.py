@@ -3,6 +3,11 @@
 No ``logging`` on the hot path: a line is formatted with plain string
 operations and written with one call.
 
+With ``--log-format json`` every line on the stream is JSON (SPEC §7): the exchange lines
+(:data:`EXCHANGE_KEYS`) and the lines about the server itself (:func:`note_line`: start,
+stop, summaries, reloads, warnings, errors; :data:`NOTE_KEYS`), so the stream can be piped
+into ``jq``. docs/operations.md lists every key; a test compares the list with these.
+
 Two promises of SPEC §10 live here:
 
 * the text log never writes a character taken from a message raw when it is not printable:
@@ -77,15 +82,18 @@ def text_line(ex: Exchange, wall: float) -> str:
     extra = " (retransmission)" if ex.retransmission else ""
     if ex.repeat:
         extra += f" (repeat {ex.repeat})"
+    if ex.fault is not None:
+        extra += f" (fault {ex.fault})"
     line = (f"{_clock(wall)} {_addr(ex.source)} {ex.method} {ex.uri} -> {answer} "
             f"[rule {ex.rule}]{extra}")
     return f"{clean(line)}\n"
 
 
 def json_line(ex: Exchange, wall: float) -> str:
-    """The same facts as :func:`text_line`, as one JSON object."""
+    """The same facts as :func:`text_line`, as one JSON object (keys: :data:`EXCHANGE_KEYS`)."""
     fields = {
         "time": round(wall, 3),
+        "event": "exchange",
         "source": _addr(ex.source),
         "method": ex.method,
         "uri": ex.uri,
@@ -96,11 +104,57 @@ def json_line(ex: Exchange, wall: float) -> str:
         "delay": round(ex.delay, 6),  # seconds after the request arrived
         "retransmission": ex.retransmission,
         "repeat": ex.repeat,
+        "fault": ex.fault,  # the fault that malformed the response on purpose, else null
     }
+    return _dumps(fields)
+
+
+def _dumps(fields: dict[str, object]) -> str:
     line = json.dumps(fields, ensure_ascii=False)
     if not line.isprintable():  # C1 controls, bidi overrides, bytes that were not UTF-8
         line = json.dumps(fields)
     return line + "\n"
+
+
+# Every key a JSON exchange line has (docs/operations.md lists them; a test compares).
+EXCHANGE_KEYS = ("time", "event", "source", "method", "uri", "call_id", "status", "reason",
+                 "rule", "delay", "retransmission", "repeat", "fault")
+
+# The lines about the server itself, by event: the keys each has beyond ``time``, ``event``
+# and ``message`` (docs/operations.md lists them; a test compares). ``message`` is the
+# text line's words (``listening on udp://127.0.0.1:5060``), so a script that waits for a
+# line works with either format.
+NOTE_KEYS: dict[str, tuple[str, ...]] = {
+    "seed": ("seed",),
+    "listening": ("url", "worker"),
+    "media": ("url", "worker"),
+    "metrics": ("url",),
+    "admin": ("url",),
+    "worker": ("worker", "pid"),
+    "reload": (),
+    "warning": (),
+    "error": (),
+    "discards": ("interval", "total", "counts", "worker"),
+    "overflow": ("interval", "refused", "limit", "worker"),
+    "stopped": ("worker", "received", "answered", "discarded", "unsent", "log_dropped",
+                "trace_dropped"),
+}
+NOTE_COMMON = ("time", "event", "message")
+
+
+def note_line(fmt: str, message: str, event: str = "warning",
+              fields: dict[str, object] | None = None, wall: float | None = None) -> str:
+    """A line about the server itself: ``sip-responder: MESSAGE`` (escaped), or with
+    ``fmt`` json one object with :data:`NOTE_COMMON` and the event's :data:`NOTE_KEYS`
+    (a key not given is null)."""
+    if fmt != "json":
+        return f"sip-responder: {clean(message)}\n"
+    given = fields or {}
+    obj: dict[str, object] = {"time": round(time.time() if wall is None else wall, 3),
+                              "event": event, "message": message}
+    for key in NOTE_KEYS.get(event, ()):
+        obj[key] = given.get(key)
+    return _dumps(obj)
 
 
 class Sink:
@@ -167,7 +221,7 @@ class Sink:
                 if len(data) <= room:
                     self.backlog += data
                 else:
-                    self.dropped += data.count(b"\n")
+                    self.dropped += self._units(data, 0)
                 return
         sent = self._send(data)
         if sent < len(data):
@@ -177,6 +231,10 @@ class Sink:
                 self.dropped += rest.count(b"\n", end)
                 rest = rest[:end]
             self.backlog += rest
+
+    def _units(self, data: bytes, start: int) -> int:
+        """What ``data[start:]`` holds, in the unit :attr:`dropped` counts (lines here)."""
+        return data.count(b"\n", start)
 
     def flush(self) -> None:
         """Send what the backlog holds, as much as the sink takes now."""
@@ -196,7 +254,7 @@ class Sink:
                 break
             poll.poll(left * 1000)
             self.flush()
-        self.dropped += self.backlog.count(b"\n")
+        self.dropped += self._units(bytes(self.backlog), 0)
         self.backlog.clear()
 
     def _send(self, data: bytes) -> int:
@@ -216,7 +274,7 @@ class Sink:
         except OSError as exc:  # EPIPE, ENOSPC, EIO...: these lines are lost
             self.errors += 1
             self.error = self.error or exc
-            self.dropped += data.count(b"\n", done)
+            self.dropped += self._units(data, done)
             return len(data)
         return done
 
@@ -254,6 +312,7 @@ class ExchangeLog:
         self.stream = stream
         self.quiet = quiet
         self.path = path
+        self.fmt = fmt
         self._format = json_line if fmt == "json" else text_line
         self._file: Sink | None = Sink.for_path(path) if path is not None else None
         self._out = stream_sink(stream)
@@ -303,7 +362,7 @@ class ExchangeLog:
         if file.error is not None and not self._reported:
             self._reported = True
             self.note(f"cannot write the log file {self.path}: {file.error} "
-                      "(further errors are not reported)")
+                      "(further errors are not reported)", "error")
 
     def flush(self) -> None:
         """Send what the sinks hold back, as much as they take now (never waits)."""
@@ -344,9 +403,11 @@ class ExchangeLog:
             self._out.close()
             self._out = None
 
-    def note(self, message: str) -> None:
-        """A line about the server itself (start, reload, errors); never silenced."""
-        line = f"sip-responder: {clean(message)}\n"
+    def note(self, message: str, event: str = "warning", **fields: object) -> None:
+        """A line about the server itself (start, reload, errors); never silenced. With
+        ``--log-format json`` a JSON object (:func:`note_line`): ``event`` one of
+        :data:`NOTE_KEYS`, ``fields`` its keys."""
+        line = note_line(self.fmt, message, event, fields)
         if self._out is not None:
             self._out.write(line.encode("utf-8", "backslashreplace"), note=True)
         else:

@@ -24,6 +24,7 @@ from responder import __version__
 from responder.core.effects import Exchange
 from responder.core.engine import Engine
 from responder.core.journal import Journal
+from responder.io.stream import StreamTransport
 from responder.ops.reload import Reloads
 from responder.sip.errors import REASONS
 
@@ -61,6 +62,24 @@ def _name(short: str) -> str:
     return f"{PREFIX}_{short}"
 
 
+def stream_families(streams: StreamTransport) -> Iterable[Metric]:
+    """TCP, TLS and WebSocket connections (SPEC §9): open ones by transport, and events."""
+    open_now = GaugeMetricFamily(_name("connections"), "Stream connections open, by transport",
+                                 labels=["transport"])
+    by_scheme = streams.by_scheme()
+    for scheme in ("tcp", "tls", "ws", "wss"):
+        open_now.add_metric([scheme], by_scheme.get(scheme, 0))
+    yield open_now
+    events = CounterMetricFamily(_name("connection_events"),
+                                 "Stream connection events (docs/transports.md, Counters)",
+                                 labels=["event"])
+    for event, n in sorted(streams.counts.items()):
+        events.add_metric([event], n)
+    yield events
+    yield CounterMetricFamily(_name("stream_messages"), "SIP messages framed from streams",
+                              value=streams.messages)
+
+
 class ResponderCollector(Collector):
     """Yields the responder's metric families from the engine, the stats and the transport.
 
@@ -71,8 +90,10 @@ class ResponderCollector(Collector):
     def __init__(self, engine: Engine, stats: ServerStats,
                  send_errors: Callable[[], int] | None = None,
                  journal: Journal | None = None,
-                 log_dropped: Callable[[], int] | None = None) -> None:
+                 log_dropped: Callable[[], int] | None = None,
+                 streams: StreamTransport | None = None) -> None:
         self.engine = engine
+        self.streams = streams
         self.stats = stats
         self.send_errors = send_errors
         self.journal = journal
@@ -119,6 +140,22 @@ class ResponderCollector(Collector):
         yield CounterMetricFamily(
             _name("resent_2xx"), "2xx responses to INVITE sent again while no ACK came",
             value=c.resent)
+        yield CounterMetricFamily(
+            _name("resent_1xx"), "Reliable provisionals sent again while no PRACK came",
+            value=c.resent_1xx)
+        yield CounterMetricFamily(_name("pracks"), "PRACKs that acknowledged a provisional",
+                                  value=c.pracked)
+        hangups = CounterMetricFamily(
+            _name("hangups"), "BYEs of hangup: sent, and what became of them",
+            labels=["outcome"])
+        h = engine.hangups
+        for outcome, n in (("sent", h.sent), ("retransmitted", h.retransmitted),
+                           ("answered", h.answered_final), ("timed-out", h.timed_out),
+                           ("cancelled", h.cancelled), ("refused", h.refused)):
+            hangups.add_metric([outcome], n)
+        yield hangups
+        if self.streams is not None:
+            yield from stream_families(self.streams)
         media = engine.media
         yield CounterMetricFamily(_name("rtp_packets_received"),
                                   "Datagrams read by the media sockets", value=media.packets)

@@ -12,18 +12,23 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, TextIO
 
 from responder.core.effects import Effect, exchanges
 from responder.core.engine import Engine
 from responder.core.journal import Journal
+from responder.io.listeners import open_stream
 from responder.io.rtp import MediaTransport
+from responder.io.stream import StreamTransport
+from responder.io.tls import TlsOptions, server_context
 from responder.io.udp import UdpTransport, bind_udp
 from responder.ops.http import AdminApp, AdminOptions, HttpServer, MetricsApp
+from responder.ops.listen import SECURE, Listen
 from responder.ops.logs import ExchangeLog
 from responder.ops.metrics import Exposition, ResponderCollector, ServerStats
 from responder.ops.reload import swap_rules
+from responder.ops.trace import Tracer
 from responder.rules.model import RuleError, RuleSet
 from responder.sip.addr import Addr, url
 
@@ -42,36 +47,46 @@ async def serve(
     admin: AdminOptions | None = None,
     stats: ServerStats | None = None,
     journal: Journal | None = None,
+    trace: Tracer | None = None,
+    streams: Sequence[Listen] = (),
+    tls: TlsOptions | None = None,
 ) -> None:
     """Serve until ``stop`` is set or SIGINT/SIGTERM arrives. SIGHUP reopens the log
-    file and calls ``reload``.
+    file and calls ``reload``. ``listen``: the UDP addresses; ``streams``: the TCP, TLS and
+    WebSocket listeners (SPEC §9; ``tls`` for tls: and wss:), the same engine behind all.
 
     ``signals=False`` (a server in a background thread, responder.testing) installs
     no signal handlers. ``worker``: one of several processes sharing bound sockets.
     ``metrics``: serve ``/metrics`` and ``/healthz`` on this TCP address; ``admin``: serve
     the admin API (``/journal`` needs ``journal``). Both run on this loop. ``journal``:
     record every arrival and what was answered (the engine then emits arrival events).
+    ``trace``: write every message received and sent (``--trace``, ``--trace-file``).
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     stats = stats or ServerStats()
-    transport = UdpTransport(loop, engine, observer(engine, log, stats if metrics else None,
-                                                    journal),
-                             worker.peers if worker else None)
+    observe = observer(engine, log, stats if metrics else None, journal, trace)
+    transport = UdpTransport(loop, engine, observe, worker.peers if worker else None)
+    tcp = None
+    if streams:  # one table and one timer for every stream listener; the rest to UDP
+        tcp = StreamTransport(loop, engine, observe, elsewhere=transport.send_due)
+        transport.claim = tcp.deliver
     http: list[HttpServer] = []
     media = MediaTransport(loop, engine.media)
 
     def on_hup() -> None:
         log.reopen()
+        if trace is not None and (failed := trace.reopen()) is not None:
+            log.note(failed)
         if reload is None:
-            log.note("SIGHUP: no rules file to reload (started without --rules)")
+            log.note("SIGHUP: no rules file to reload (started without --rules)", "reload")
             return
         try:
             swap_rules(engine, stats.reloads, reload, "sighup")
         except RuleError as exc:
-            log.note(f"reload failed, the old rules stay in force: {exc}")
+            log.note(f"reload failed, the old rules stay in force: {exc}", "reload")
         else:
-            log.note("rules reloaded")
+            log.note("rules reloaded", "reload")
 
     # Handlers first: whoever reads a "listening on" line may signal the server at once.
     installed = []
@@ -92,22 +107,32 @@ async def serve(
         for host, port in listen:
             local = transport.add(bind_udp(host, port))
             bound.append(local)
-            log.note(f"listening on {url('udp', local)}")
+            log.note(f"listening on {url('udp', local)}", "listening", url=url("udp", local))
+        if tcp is not None:
+            context = server_context(tls) if tls is not None else None
+            for spec in streams:
+                _, local = await open_stream(tcp, spec.scheme, spec.host, spec.port,
+                                             context if spec.scheme in SECURE else None)
+                bound.append(local)
+                where = url(spec.scheme, local)
+                log.note(f"listening on {where}", "listening", url=where)
         open_media(media, engine, bound, log)
         if metrics is not None:
             collector = ResponderCollector(engine, stats, lambda: transport.send_errors,
-                                           journal, lambda: log.dropped)
+                                           journal, lambda: log.dropped, tcp)
             server = HttpServer(MetricsApp(Exposition(collector)))
             http.append(server)
-            log.note(f"metrics on {url('http', await server.start(*metrics))}/metrics")
+            where = f"{url('http', await server.start(*metrics))}/metrics"
+            log.note(f"metrics on {where}", "metrics", url=where)
         if admin is not None:
-            server = HttpServer(AdminApp(engine, stats.reloads, admin, loop.time, log.note,
-                                         journal))
+            server = HttpServer(AdminApp(engine, stats.reloads, admin, loop.time,
+                                         lambda text: log.note(text, "reload"), journal))
             http.append(server)
-            log.note(f"admin on {url('http', await server.start(*admin.addr))}")
+            where = url("http", await server.start(*admin.addr))
+            log.note(f"admin on {where}", "admin", url=where)
         if ready is not None:
             ready(bound)
-        summary = asyncio.ensure_future(summarise(engine, log, summary_interval))
+        summary = asyncio.ensure_future(summarise(engine, log, summary_interval, trace=trace))
         try:
             await stop.wait()
         finally:
@@ -122,8 +147,12 @@ async def serve(
         for server in http:
             await server.close()
         transport.close()
+        if tcp is not None:
+            await tcp.close()
         media.close()
-    log.note(stop_line(engine, log.dropped))
+    trace_dropped = trace.dropped if trace is not None else 0
+    log.note(stop_line(engine, log.dropped, trace_dropped), "stopped",
+             **stop_fields(engine, log.dropped, trace_dropped))
 
 
 def open_media(media: MediaTransport, engine: Engine, bound: list[Addr],
@@ -138,35 +167,51 @@ def open_media(media: MediaTransport, engine: Engine, bound: list[Addr],
         local = media.open(host, port)
         engine.media_ports[host] = local[1]
         who = f"worker {engine.shard[0]} " if engine.shard is not None else ""
-        log.note(f"{who}media on {url('udp', local)}")
+        log.note(f"{who}media on {url('udp', local)}", "media", url=url("udp", local),
+                 worker=engine.shard[0] if engine.shard is not None else None)
 
 
-def stop_line(engine: Engine, log_dropped: int) -> str:
+def stop_line(engine: Engine, log_dropped: int, trace_dropped: int = 0) -> str:
     """The closing summary: ``stopped: 52 datagrams received, 1 responses sent, 51 discarded,
     0 pending steps not sent, 0 log lines dropped``. Pending steps die with the process:
-    the line says how many (SPEC §10), and how many log lines a full sink did not take."""
+    the line says how many (SPEC §10), and how many log lines a full sink did not take (and,
+    when a trace sink dropped some, how many traced messages)."""
     c = engine.counters
     who = f"worker {engine.shard[0]} " if engine.shard else ""
+    traced = f", {trace_dropped} traced messages dropped" if trace_dropped else ""
     return (f"{who}stopped: {c.received} datagrams received, {c.answered} responses sent, "
             f"{sum(c.discarded.values())} discarded, {engine.unsent()} pending steps not "
-            f"sent, {log_dropped} log lines dropped")
+            f"sent, {log_dropped} log lines dropped{traced}")
+
+
+def stop_fields(engine: Engine, log_dropped: int, trace_dropped: int = 0) -> dict[str, object]:
+    """The closing line's numbers, for its JSON form."""
+    c = engine.counters
+    return {"worker": engine.shard[0] if engine.shard else None, "received": c.received,
+            "answered": c.answered, "discarded": sum(c.discarded.values()),
+            "unsent": engine.unsent(), "log_dropped": log_dropped,
+            "trace_dropped": trace_dropped}
 
 
 def observer(engine: Engine, log: ExchangeLog, stats: ServerStats | None,
-             journal: Journal | None) -> Callable[[list[Effect]], None] | None:
-    """What watches each batch of effects: the journal (which then needs arrival events),
-    the metrics' tallies and the log. None when nobody does (``-q``, no metrics, no
-    journal): the transport then hands nothing over."""
-    engine.record = journal is not None
+             journal: Journal | None, trace: Tracer | None = None,
+             ) -> Callable[[list[Effect]], None] | None:
+    """What watches each batch of effects: the journal and the trace (which then need
+    arrival events), the metrics' tallies and the log. None when nobody does (``-q``, no
+    metrics, no journal, no trace): the transport then hands nothing over."""
+    engine.record = journal is not None or trace is not None
     write = None if log.silent else log.write
     tally = stats.observe if stats is not None else None
-    if journal is None and write is None and tally is None:
+    if journal is None and write is None and tally is None and trace is None:
         return None
     record = journal.observe if journal is not None else None
+    traced = trace.observe if trace is not None else None
 
     def observe(effects: list[Effect]) -> None:
         if record is not None:
             record(effects)
+        if traced is not None:
+            traced(effects)
         if write is not None or tally is not None:
             done = exchanges(effects)
             if tally is not None:
@@ -195,6 +240,7 @@ def serve_workers(
     log: ExchangeLog,
     serve_worker: Callable[[Engine, Worker], None],
     restarts: RestartBudget | None = None,
+    trace: Tracer | None = None,
 ) -> int:
     """``--workers N``: bind once, fork N processes that all read the same sockets.
 
@@ -218,7 +264,8 @@ def serve_workers(
     signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
     sockets = [bind_udp(host, port) for host, port in listen]
     for sock in sockets:
-        log.note(f"listening on {url('udp', sock.getsockname()[:2])}")
+        where = url("udp", sock.getsockname()[:2])
+        log.note(f"listening on {where}", "listening", url=where)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(count)]
     for inbox, peer in pairs:
         with contextlib.suppress(OSError):
@@ -231,13 +278,18 @@ def serve_workers(
     def spawn(index: int) -> int:
         """Fork worker ``index`` (signals blocked: the worker unblocks them in serve)."""
         log.flush()
+        if trace is not None:
+            trace.flush()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
                 log.forked()
+                if trace is not None:
+                    trace.forked()
                 if not die_with_parent(parent):
-                    log.note(f"worker {index}: the parent (pid {parent}) is gone, stopping")
+                    log.note(f"worker {index}: the parent (pid {parent}) is gone, stopping",
+                             "worker", worker=index, pid=parent)
                     code = 0
                 else:
                     serve_worker(make_engine(index, count),
@@ -246,10 +298,12 @@ def serve_workers(
             except KeyboardInterrupt:
                 code = 0
             finally:
+                if trace is not None:
+                    trace.close(CHILD_CLOSE_TIMEOUT)
                 log.close(CHILD_CLOSE_TIMEOUT)
                 sys.stderr.flush()
                 os._exit(code)
-        log.note(f"worker {index} started (pid {pid})")
+        log.note(f"worker {index} started (pid {pid})", "worker", worker=index, pid=pid)
         return pid
 
     workers = {spawn(index): index for index in range(count)}  # pid -> index
@@ -278,12 +332,13 @@ def serve_workers(
         how = describe_exit(code)
         if not budget.take(time.monotonic()):
             log.note(f"worker {index} (pid {pid}) {how}; {budget.limit} restarts in the "
-                     f"last {budget.window:g}s already: stopping the other workers")
+                     f"last {budget.window:g}s already: stopping the other workers", "worker",
+                     worker=index, pid=pid)
             status = 1
             pass_on(signal.SIGTERM, None)
             continue
         log.note(f"worker {index} (pid {pid}) {how}; starting it again (its pending steps "
-                 f"are lost)")
+                 f"are lost)", "worker", worker=index, pid=pid)
         signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         try:
             workers[spawn(index)] = index
@@ -351,7 +406,7 @@ def overflow_summary(refused: int, interval: float, limit: int) -> str:
 
 
 async def summarise(engine: Engine, log: ExchangeLog, interval: float,
-                    tick: float = 1.0) -> None:
+                    tick: float = 1.0, trace: Tracer | None = None) -> None:
     """SPEC §7: floods are summarised, never logged per datagram. Every ``tick``: send
     what the log's sinks held back and, when the full pending table refused requests,
     one line saying how many; every ``interval``: the discards."""
@@ -360,19 +415,26 @@ async def summarise(engine: Engine, log: ExchangeLog, interval: float,
     overflow = engine.counters.pending_overflow
     tick = min(tick, interval)
     next_discards = loop.time() + interval
+    worker = engine.shard[0] if engine.shard else None
     while True:
         await asyncio.sleep(tick)
         log.flush()
+        if trace is not None:
+            trace.flush()
         refused = engine.counters.pending_overflow - overflow
         if refused:
             overflow += refused
-            log.note(overflow_summary(refused, tick, engine.limits.pending))
+            log.note(overflow_summary(refused, tick, engine.limits.pending), "overflow",
+                     interval=tick, refused=refused, limit=engine.limits.pending,
+                     worker=worker)
         if loop.time() >= next_discards - tick / 2:
             next_discards += interval
             now = Counter(engine.counters.discarded)
             delta = now - last
             if delta:
-                log.note(discard_summary(delta, interval))
+                log.note(discard_summary(delta, interval), "discards", interval=interval,
+                         total=sum(delta.values()), counts=dict(sorted(delta.items())),
+                         worker=worker)
             last = now
 
 

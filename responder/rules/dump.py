@@ -39,6 +39,10 @@ def document(ruleset: RuleSet) -> dict[str, Any]:
                 d["fault"] = s.fault
             if s.media_given is not None:
                 d["media"] = media_document(s.media_given)
+            if s.reliable:
+                d["reliable"] = True
+            if s.hangup is not None:
+                d["hangup"] = format_delay(s.hangup)
             out.append(d)
         return out
 

@@ -20,7 +20,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from responder.rules.dump import document
-from responder.rules.media import read_media, validate_media
+from responder.rules.media import call_keys, read_media, validate_media
 from responder.rules.model import (
     DEFAULT_MEDIA,
     Identity,
@@ -45,6 +45,7 @@ from responder.rules.oneline import (
     parse_lines,
     parse_rule,
 )
+from responder.rules.syntax import RULE_KEYS, yaml_error
 from responder.sip.auth import ALGORITHMS, AuthConfig
 from responder.sip.uri import TOKEN
 
@@ -96,8 +97,10 @@ class _Walker:
         for key_node, value_node in node.value:
             key = self.text(key_node, "a key")
             if known and key not in known:
+                hint = (f": {key} is a key of a rule: indent it with the rule's other keys"
+                        if key in RULE_KEYS and what == "the rules file" else "")
                 raise self.error(key_node, f"unknown key {key!r} in {what} "
-                                           f"(known: {', '.join(known)})")
+                                           f"(known: {', '.join(known)}){hint}")
             if key in out:
                 raise self.error(key_node, f"duplicate key {key!r}")
             out[key] = (key_node, value_node)
@@ -151,7 +154,7 @@ class _Walker:
         if isinstance(node, ScalarNode):
             return Step.make(self.code(node))
         known = ("code", "after", "jitter", "reason", "headers", "body", "content_type",
-                 "repeat", "fault", "media")
+                 "repeat", "fault", "media", "reliable", "hangup")
         m = self.mapping(node, "a step", known)
         if "code" not in m:
             raise self.error(node, "a step needs a code")
@@ -178,7 +181,7 @@ class _Walker:
             raise self.error(m["body"][1], "a body needs a content_type")
         media = read_media(self, m["media"][1])[0] if "media" in m else None
         return Step.make(code, after, reason, tuple(headers), body, content_type,
-                         **self.faults(m, code), media=media)
+                         **self.faults(m, code), media=media, **call_keys(self, m, code))
 
     def reply(self, node: Node) -> Reply:
         """The steps as written; :func:`validate_rule` judges them (see :meth:`where`)."""
@@ -290,9 +293,7 @@ class _Walker:
         )
 
     def rule(self, node: Node, index: int, auth: AuthConfig | None) -> Rule:
-        known = ("name", "match", "respond", "probability", "auth", "challenge",
-                 "drop_first", "repeat", "media", "sdp")
-        m = self.mapping(node, "a rule", known)
+        m = self.mapping(node, "a rule", RULE_KEYS)
         digest = False
         if "auth" in m:
             if self.scalar(m["auth"][1]) != "digest":
@@ -399,12 +400,8 @@ def load_text(text: str, filename: str) -> RuleSet:
     walker = _Walker(filename)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{filename}:{mark.line + 1}:{mark.column + 1}" if mark else filename
-        raise RuleError(f"{where}: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{filename}:1:1: {exc}") from None
+    except yaml.YAMLError as exc:  # said in our words, at FILE:LINE:COL (rules/syntax.py)
+        raise RuleError(yaml_error(text, filename, exc)) from None
     if root is None:
         raise RuleError(f"{filename}:1:1: the file is empty (expected rules:)")
     top = walker.mapping(root, "the rules file",

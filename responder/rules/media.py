@@ -116,6 +116,7 @@ class Reader(Protocol):
     def text(self, node: Any, what: str) -> str: ...
     def items(self, node: Any) -> list[Any]: ...
     def integer(self, node: Any, what: str) -> int: ...
+    def delay(self, node: Any) -> float: ...
     def error(self, node: Any, what: str) -> RuleError: ...
 
 
@@ -146,6 +147,32 @@ def read_media(r: Reader, node: Any, top: bool = False) -> tuple[MediaPatch, int
             raise r.error(m["early"][1], f"early must be true or false, not {early!r}")
     port = r.integer(m["port"][1], "port") if "port" in m else None
     return MediaPatch(codecs=codecs, mode=mode, early=early), port
+
+
+MAX_HANGUP = 3600.0  # hangup: at most an hour after the 2xx (like any delay)
+
+
+def call_keys(r: Reader, m: dict[str, tuple[Any, Any]], code: int) -> dict[str, Any]:
+    """A step's ``reliable:`` (a provisional sent per RFC 3262, SPEC §8.4) and ``hangup:``
+    (a 2xx after which we send BYE, SPEC §8.5)."""
+    out: dict[str, Any] = {}
+    if "reliable" in m:
+        node = m["reliable"][1]
+        value = r.scalar(node)
+        if not isinstance(value, bool):
+            raise r.error(node, f"reliable must be true or false, not {value!r}")
+        if value and not 100 < code < 200:
+            raise r.error(node, "reliable is for a provisional response (101-199)")
+        out["reliable"] = value
+    if "hangup" in m:
+        node = m["hangup"][1]
+        hangup = r.delay(node)
+        if hangup > MAX_HANGUP:
+            raise r.error(node, f"hangup {hangup:g}s is too long: at most 3600s")
+        if not 200 <= code < 300:
+            raise r.error(node, "hangup is for a 2xx step: the call it ends")
+        out["hangup"] = hangup
+    return out
 
 
 def media_document(media: MediaPatch | MediaConfig, port: int | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from responder.rules.allow import allow
 from responder.rules.errors import RuleError as RuleError
 from responder.rules.media import DEFAULT_MEDIA as DEFAULT_MEDIA
 from responder.rules.media import ECHO as ECHO
@@ -89,6 +90,9 @@ class Step:
     # SPEC §8: the step's ``media:`` as written, and resolved over its rule's (RuleSet).
     media_given: MediaPatch | None = None
     media: MediaConfig | None = field(default=None, compare=False)
+    # SPEC §8.4/§8.5: a provisional sent reliably (RFC 3262); BYE this long after a 2xx.
+    reliable: bool = False
+    hangup: float | None = None
 
     @staticmethod
     def make(
@@ -103,6 +107,8 @@ class Step:
         repeat: int = 1,
         fault: str | None = None,
         media: MediaPatch | None = None,
+        reliable: bool = False,
+        hangup: float | None = None,
     ) -> Step:
         return Step(
             code=code,
@@ -116,6 +122,8 @@ class Step:
             repeat=repeat,
             fault=fault,
             media_given=media,
+            reliable=reliable,
+            hangup=hangup,
         )
 
     @property
@@ -262,6 +270,9 @@ class RuleSet:
                     and all(step.after <= 0 for step in rule.reply)):
                 plain[method] = rule
         object.__setattr__(self, "plain", plain)
+        # Allow (405, 501, 200 to OPTIONS): what the rules serve, once per set (rules/allow.py)
+        object.__setattr__(self, "identity", replace(self.identity, allow=allow(
+            candidates, self.other_candidates, self.default)))
 
     def media_for(self, rule: Rule | None, step: Step) -> MediaConfig:
         """The finished media settings of ``step`` of ``rule`` (None: the default reply or

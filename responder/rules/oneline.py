@@ -14,6 +14,8 @@
             | "early=" BOOL          the rule's media.early: does a 183 carry the answer
             | "sdp=ignore"           the rule's body is opaque: no answer, 488 or 400
             | "in_dialog=" BOOL      match only requests with (true) / without a To tag
+            | "hangup=" DELAY        BYE that long after the 2xx (SPEC §8.5)
+            | "reliable=" BOOL       the provisionals (not 100) are sent reliably (RFC 3262)
     BOOL   := "true" | "false"
 
 The media options and ``sdp=`` are the rule's (its every step); options apply where they
@@ -29,7 +31,7 @@ import math
 import re
 from dataclasses import replace
 
-from responder.rules.media import MediaPatch, split_codecs
+from responder.rules.media import MAX_HANGUP, MediaPatch, split_codecs
 from responder.rules.model import (
     Match,
     Pattern,
@@ -157,6 +159,7 @@ def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
     media: dict[str, str] = {}  # media=, codecs=, early= as written
     flags: dict[str, bool] = {}  # early=, in_dialog=
     sdp_ignore = False
+    hangup: float | None = None
     for option in options:
         key, eq, value = option.partition("=")
         key, value = key.strip(), value.strip()
@@ -187,7 +190,11 @@ def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
             fault = value
         elif key in ("media", "codecs") and eq:
             media[key] = value
-        elif key in ("early", "in_dialog") and eq:
+        elif key == "hangup" and eq:
+            hangup = parse_delay(value)
+            if hangup is None or hangup > MAX_HANGUP:
+                raise fail(f"bad hangup {value!r}: a delay up to {MAX_HANGUP:.0f}s, e.g. 10s")
+        elif key in ("early", "in_dialog", "reliable") and eq:
             if value.lower() not in FLAGS:
                 raise fail(f"{key}={value} is not true or false")
             flags[key] = FLAGS[value.lower()]
@@ -198,7 +205,8 @@ def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
         else:
             raise fail(f"unknown option {option.strip()!r} (known: p=FLOAT, reason=TEXT, "
                        "jitter=DELAY, drop_first=N, repeat=N, fault=NAME, media=MODE, "
-                       "codecs=NAME,..., early=BOOL, sdp=ignore, in_dialog=BOOL)")
+                       "codecs=NAME,..., early=BOOL, sdp=ignore, in_dialog=BOOL, "
+                       "hangup=DELAY, reliable=BOOL)")
 
     steps: list[Step] = []
     if reply_text.lower() == "drop":
@@ -230,6 +238,12 @@ def parse_rule(spec: str, where: str | None = None) -> tuple[Rule, list[str]]:
         if reason is not None:
             last = replace(last, reason=reason, reason_given=True)
         steps[-1] = replace(last, repeat=repeat, fault=fault)
+        if hangup is not None:
+            if not any(200 <= s.code < 300 for s in steps):
+                raise fail("hangup= needs a 2xx step: the call it ends")
+            steps = [replace(s, hangup=hangup) if 200 <= s.code < 300 else s for s in steps]
+        if flags.get("reliable"):
+            steps = [replace(s, reliable=True) if 100 < s.code < 200 else s for s in steps]
     patch = None
     if media or "early" in flags:
         patch = MediaPatch(

@@ -21,7 +21,8 @@ from responder.sip.numbers import MAX_UINT32, number
 from responder.sip.seeded import Seeded
 from responder.sip.uri import name_addr, param, split_commas
 
-# The methods we say we allow (405/501 Allow, 200 to OPTIONS).
+# The methods we can serve: Allow (405/501, 200 to OPTIONS) lists them, minus those the
+# rules refuse (Identity.allow).
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, PRACK, UPDATE, MESSAGE, " \
         "NOTIFY, SUBSCRIBE, PUBLISH, REFER"
 ACCEPT = "application/sdp"
@@ -40,6 +41,9 @@ class Identity:
 
     server: str = "sip-responder"
     supported: tuple[str, ...] = ()
+    # Allow in 405, 501 and the 200 to OPTIONS: ALLOW minus the methods the rules refuse
+    # (filled by RuleSet: responder/rules/allow.py).
+    allow: str = ALLOW
 
 
 class Context(NamedTuple):
@@ -51,6 +55,8 @@ class Context(NamedTuple):
     source: Addr
     local: Addr | None = None
     auth: AuthConfig | None = None
+    transport: str = "udp"    # what the request came over (udp, tcp, tls, ws, wss)
+    conn: int | None = None   # ... and its stream connection (None: a datagram)
 
 
 _NO_AUTH = AuthConfig()
@@ -70,7 +76,7 @@ def _unsupported(req: Request, ctx: Context) -> str:
 _DEFAULTS: dict[str, Callable[[Request, Context], str]] = {
     "www-authenticate": _challenge,
     "proxy-authenticate": _challenge,
-    "allow": lambda req, ctx: ALLOW,
+    "allow": lambda req, ctx: ctx.identity.allow,
     "unsupported": _unsupported,
     "require": lambda req, ctx: ctx.identity.supported[0] if ctx.identity.supported
     else "100rel",
@@ -203,7 +209,11 @@ def our_contact(req: Request, ctx: Context) -> str:
         host = req.uri_host
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"<sip:{host}:{port}>"
+    if ctx.transport == "udp":
+        return f"<sip:{host}:{port}>"
+    # SPEC §9: a stream's in-dialog requests (ACK, BYE) must come back over a stream, so
+    # the Contact names it (RFC 3261 §19.1.1; RFC 7118 §5.2: ws for wss too).
+    return f"<sip:{host}:{port};transport={'ws' if ctx.transport == 'wss' else ctx.transport}>"
 
 
 def build(
@@ -268,7 +278,7 @@ def tail(
         lines.append(f"Contact: {our_contact(req, ctx)}")
     if 200 <= code < 300:
         if method == "OPTIONS":
-            for name, value in (("Allow", ALLOW), ("Accept", ACCEPT),
+            for name, value in (("Allow", ctx.identity.allow), ("Accept", ACCEPT),
                                 ("Supported", ", ".join(ctx.identity.supported))):
                 if name.lower() not in given:
                     lines.append(f"{name}: {value}" if value else f"{name}:")

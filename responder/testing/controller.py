@@ -271,7 +271,9 @@ class Responder:
     # --- journal ------------------------------------------------------------------
     @property
     def journal(self) -> list[JournalEntry]:
-        """A snapshot of every datagram received (oldest first) and what was sent back."""
+        """A snapshot of every datagram received (oldest first) and what was sent back: each
+        entry's ``data`` and ``size``, the request's ``headers``, ``header(name)`` and
+        ``body``, the ``responses`` as bytes (bounded: docs/testing.md, The journal)."""
         def snapshot() -> list[JournalEntry]:
             return [dataclasses.replace(e, responses=list(e.responses),
                                         statuses=list(e.statuses)) for e in self._journal]

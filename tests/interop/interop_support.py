@@ -190,10 +190,13 @@ def run_sipp(
     limit: int = LIMIT,
     extra: Sequence[str] = (),
     timeout: float = 90,
+    scheme: str = "udp",
 ) -> SippRun:
-    """Run ``sipp/SCENARIO`` for ``calls`` calls; fail unless all of them succeed."""
+    """Run ``sipp/SCENARIO`` for ``calls`` calls; fail unless all of them succeed.
+    ``scheme``: the responder's listener to call (``tcp``/``tls`` with SIPp's ``-t t1``,
+    ``-t tn`` or ``-t l1`` in ``extra``)."""
     sipp = tool("sipp", "sip-tester")
-    host, port = server.address
+    host, port = server.listener(scheme)
     stat_file = tmp_path / "stat.csv"
     error_file = tmp_path / "errors.log"
     screen_file = tmp_path / "screen.log"

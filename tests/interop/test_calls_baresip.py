@@ -145,3 +145,20 @@ def test_a_rule_with_codecs_pcma_answers_pcma_and_baresip_sends_it(tmp_path: Pat
         phone.command("hangup")
         phone.wait_event("CALL_CLOSED")
         assert server.stop() == 0
+
+
+def test_our_hangup_ends_the_call_with_a_bye_baresip_answers(tmp_path: Path) -> None:
+    """SPEC §8.5: ``hangup=1s`` sends BYE in the dialog one second after the 200; baresip
+    answers it 200 and closes the call (our BYE's bytes are accepted by a real stack)."""
+    with ResponderProcess("-q", "--admin", "127.0.0.1:0",
+                          "--rule", "INVITE->180,200;hangup=1s") as server, \
+            Baresip(tmp_path / "baresip") as phone:
+        call = Call(server, phone)
+        phone.wait_event("CALL_RTPESTAB")
+        bye = phone.wait_sip(False, "BYE", timeout=10.0)
+        assert bye.cseq == "1 BYE"
+        phone.wait_sip(True, "SIP/2.0 200", cseq=bye.cseq)
+        closed = phone.wait_event("CALL_CLOSED")
+        assert closed["id"] == call.call_id
+        assert server.stop() == 0
+        assert "Traceback" not in server.stderr_text()

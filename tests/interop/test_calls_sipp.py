@@ -337,3 +337,25 @@ def test_sipp_delayed_offer_200_carries_an_offer_and_the_acks_answer_is_used(
         assert media["packets_in"] == count and media["packets_out"] == count, media
         got = receive(echoes, count)
     assert len(got) == count and {s for _, s in got} == {("127.0.0.1", media_port)}
+
+
+def test_sipp_reliable_180_prack_and_our_hangup(tmp_path: Path) -> None:
+    """SPEC §8.4 and §8.5 with a real stack: SIPp requires 100rel, PRACKs our 180 by its
+    RSeq, and answers the BYE we send one second after the 200 (SIPp checks each step)."""
+    tool("sipp", "sip-tester")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("identity:\n  supported: [100rel]\nrules:\n  - match: {method: INVITE}\n"
+                     "    respond: [180, {code: 200, after: 1s, hangup: 1s}]\n")
+    with ResponderProcess("-q", "--admin", "127.0.0.1:0", "--rules", str(rules)) as server:
+        _, admin = started(server)
+        run = run_sipp("call_100rel_hangup.xml", server, tmp_path, calls=1, rate=10, limit=1,
+                       extra=["-mi", "127.0.0.1"], timeout=30)
+        statuses = {(str(e["method"]), str(e["statuses"]))
+                    for e in journal(admin, call_id_of(run))}
+        assert ("PRACK", "[200]") in statuses, statuses
+        got = [m for direction, m in sipp_messages(run.message_file) if direction == "received"]
+        ringing = next(m for m in got if m.is_response and m.status == 180)
+        assert ringing.get("require") == "100rel" and (ringing.get("rseq") or "").isdigit()
+        bye = next(m for m in got if not m.is_response and m.method == "BYE")
+        assert norm(bye.get("cseq") or "") == "1 BYE" and bye.get("route") is None
+        assert server.stop() == 0

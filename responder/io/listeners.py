@@ -1,0 +1,41 @@
+"""One way to open a stream listener of any scheme (``--listen tcp:|tls:|ws:|wss:``).
+
+UDP is not here: io/udp.py binds its sockets (``bind_udp``) and the server adds them to its
+:class:`~responder.io.udp.UdpTransport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from responder.io.stream import StreamTransport
+from responder.io.tcp import listen_tcp
+from responder.io.tls import TlsOptions, server_context
+from responder.sip.addr import Addr
+
+STREAM_SCHEMES = ("tcp", "tls", "ws", "wss")
+SECURE = frozenset({"tls", "wss"})
+
+
+async def open_stream(streams: StreamTransport, scheme: str, host: str, port: int,
+                      tls: TlsOptions | ssl.SSLContext | None = None,
+                      ) -> tuple[asyncio.AbstractServer, Addr]:
+    """Listen on ``host:port`` for ``scheme`` (tcp, tls, ws, wss): (server, bound address).
+
+    ``tls`` (needed by tls and wss, refused by tcp and ws): the certificate options, or a
+    context made by :func:`~responder.io.stream.server_context` (one for every listener).
+    Raises ValueError for a scheme/TLS mismatch, OSError (naming the address) when the
+    address cannot be bound, ssl.SSLError/OSError when the certificate files cannot be read.
+    """
+    if scheme not in STREAM_SCHEMES:
+        raise ValueError(f"{scheme}: not a stream scheme (one of {', '.join(STREAM_SCHEMES)})")
+    if (scheme in SECURE) != (tls is not None):
+        raise ValueError(f"{scheme}: needs --tls-cert and --tls-key" if tls is None
+                         else f"{scheme}: takes no TLS certificate")
+    context = server_context(tls) if isinstance(tls, TlsOptions) else tls
+    if scheme in ("tcp", "tls"):
+        return await listen_tcp(streams, scheme, host, port, context)
+    from responder.io.ws import WsListener  # aiohttp is imported only for a ws listener
+
+    return await WsListener(streams, scheme, context).start(host, port)
