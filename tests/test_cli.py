@@ -498,3 +498,20 @@ def test_one_engine_answers_over_udp_and_tcp_at_once() -> None:
         with server.client() as client:
             assert statuses(client.exchange(client.request("OPTIONS"))) == [200]
         assert server.stop() == 0
+
+
+def test_delayed_answers_leave_once_over_the_transport_of_their_request() -> None:
+    """One engine timer for UDP and TCP (io/timer.py): a step due later leaves once, over
+    the connection of a TCP request and from the socket of a UDP one."""
+    rule = ("--rule", "OPTIONS->200/300ms")
+    with ResponderProcess("-q", *rule, listen=("udp:127.0.0.1:0", "tcp:127.0.0.1:0")) as server:
+        with socket.create_connection(server.listener("tcp"), timeout=5) as tcp, \
+                server.client() as client:
+            tcp.sendall(build_request("OPTIONS").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+            assert statuses(client.exchange(client.request("OPTIONS"))) == [200]
+            assert tcp.recv(65535).startswith(b"SIP/2.0 200 OK\r\n")
+            tcp.settimeout(1.0)
+            with pytest.raises(TimeoutError):
+                tcp.recv(65535)  # once
+            assert client.exchange() == []  # nothing of the TCP answer came over UDP
+        assert server.stop() == 0

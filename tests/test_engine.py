@@ -437,3 +437,13 @@ def test_a_retransmission_answered_by_an_immediate_rule_is_marked_and_counted() 
     e2.forget()  # a clean slate forgets what was seen too
     fresh = sends(feed(e2, request("INVITE"), SRC, 0.3))[0].exchange
     assert fresh is not None and not fresh.retransmission
+
+
+def test_every_response_sent_is_counted_for_the_closing_line() -> None:
+    """issue 12: "N responses sent" counts the same bytes sent again too (to a
+    retransmission, Timer-style resends of a 2xx, repeats), not only responses built."""
+    e = Engine(build_ruleset(None, []), Seeded(1))
+    assert len(sends(feed(e, request("INVITE"), SRC, 0.0))) == 3  # 100, 180, 200
+    assert len(sends(feed(e, request("INVITE"), SRC, 0.2))) == 1  # the 200 again
+    assert len(sends(e.due(0.5))) == 1  # resent: no ACK yet
+    assert e.counters.answered == 5

@@ -217,7 +217,7 @@ def test_repeat_three_copies_at_timer_g_spacing_identical_bytes() -> None:
     assert [x.repeat for x in exchanges_of(first + second + third)] == [0, 1, 2]
     assert [x.time for x in exchanges_of(second + third)] == [10.5, 11.5]
     assert e.next_deadline() is None and e.pending == 0 and e.due(100.0) == []
-    assert e.counters.repeats == 2 and e.counters.answered == 1
+    assert e.counters.repeats == 2 and e.counters.answered == 3  # every copy is sent
     assert next(iter(r.journal)).responses == sent(first) * 3
 
 

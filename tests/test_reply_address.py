@@ -132,3 +132,45 @@ def test_ipv6_wildcard_answers_from_the_address_reached_in_a_namespace(tmp_path:
                           capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert read_response(done.stdout).status == 200
+
+
+def wildcard_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", 0))
+    sock.setsockopt(socket.IPPROTO_IP, 8, 1)  # IP_PKTINFO
+    sock.setblocking(False)
+    return sock
+
+
+def test_the_compiled_and_python_paths_read_and_answer_alike() -> None:
+    """recv_reached/send_many(reached=True) (the C extension) against recv_pktinfo and
+    send_many(reached=True) (Python): the same destinations read, and each reply leaves
+    from the address its request reached (a connect()-ed client gets it)."""
+    from responder._accel import SPEEDUPS
+    from responder.core.effects import Effect, Send
+    from responder.io.udp import send_many
+
+    if SPEEDUPS is None:
+        pytest.skip("the C extension is not built")
+    got: dict[str, list[tuple[bytes, str | None]]] = {}
+    for name in ("compiled", "python"):
+        with wildcard_socket() as server, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            port = server.getsockname()[1]
+            client.connect(("127.0.0.5", port))
+            client.send(b"ping")
+            server.settimeout(5.0)
+            server.recv(1, socket.MSG_PEEK)
+            server.setblocking(False)
+            batch = (SPEEDUPS.recv_reached(server.fileno(), port) if name == "compiled"
+                     else recv_pktinfo(server, port))
+            got[name] = [(data, reached[0] if reached else None) for data, _, reached in batch]
+            assert all(reached is None or reached[1] == port for _, _, reached in batch)
+            (_, source, reached) = batch[0]
+            reply: list[Effect] = [Send(source, b"pong " + name.encode(), None, reached)]
+            failed = (SPEEDUPS.send_many(server.fileno(), socket.AF_INET, reply, Send, True)
+                      if name == "compiled" else send_many(server, reply, reached=True))
+            assert failed == 0
+            client.settimeout(5.0)
+            assert client.recv(100) == b"pong " + name.encode()  # from 127.0.0.5, or dropped
+    assert got["compiled"] == got["python"] == [(b"ping", "127.0.0.5")]

@@ -799,6 +799,91 @@ static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
     return out;
 }
 
+/* The address a datagram was sent to, from its IP_PKTINFO / IPV6_PKTINFO control message
+ * (a socket bound to a wildcard address asked for it): (host, port), None when absent. An
+ * IPv6 link-local address keeps its zone, as source_of writes one. */
+#define CMSG_ROOM CMSG_SPACE(sizeof(struct in6_pktinfo))
+
+static PyObject *reached_of(struct msghdr *h, long port) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c != NULL; c = CMSG_NXTHDR(h, c)) {
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof ss);
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo info;
+            memcpy(&info, CMSG_DATA(c), sizeof info);
+            struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+            sin->sin_family = AF_INET;
+            sin->sin_addr = info.ipi_addr;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo info;
+            memcpy(&info, CMSG_DATA(c), sizeof info);
+            struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_addr = info.ipi6_addr;
+            if (IN6_IS_ADDR_LINKLOCAL(&info.ipi6_addr)) sin6->sin6_scope_id = info.ipi6_ifindex;
+        } else {
+            continue;
+        }
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);  /* same offset */
+        return source_of(&ss);
+    }
+    Py_RETURN_NONE;
+}
+
+/* recv_reached(fd, port) -> [(data, (host, port), (host, port) | None), ...]: recv_many for
+ * a wildcard-bound socket, each datagram with the address it was sent to (``port``: the
+ * socket's). responder.io.udp.recv_pktinfo is its pure-Python twin. */
+static PyObject *speedups_recv_reached(PyObject *self, PyObject *args) {
+    (void)self;
+    int fd;
+    long port;
+    if (!PyArg_ParseTuple(args, "il:recv_reached", &fd, &port)) return NULL;
+    if (fd < 0 || port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "recv_reached: a file descriptor and a port");
+        return NULL;
+    }
+    if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL)
+        return PyErr_NoMemory();
+    struct mmsghdr msgs[MANY];
+    struct iovec iov[MANY];
+    struct sockaddr_storage addrs[MANY];
+    union { char buf[CMSG_ROOM]; struct cmsghdr align; } control[MANY];
+    for (int i = 0; i < MANY; i++) {
+        iov[i].iov_base = rx_buf + (size_t)i * DGRAM;
+        iov[i].iov_len = DGRAM;
+        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_name = &addrs[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        msgs[i].msg_hdr.msg_control = control[i].buf;
+        msgs[i].msg_hdr.msg_controllen = sizeof control[i].buf;
+    }
+    int got = recvmmsg(fd, msgs, MANY, MSG_DONTWAIT, NULL), err = errno;
+    if (got < 0) {
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return PyList_New(0);
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    PyObject *out = PyList_New(got);
+    if (out == NULL) return NULL;
+    for (int i = 0; i < got; i++) {
+        PyObject *data = PyBytes_FromStringAndSize(iov[i].iov_base, msgs[i].msg_len);
+        PyObject *source = data ? source_of(&addrs[i]) : NULL;
+        PyObject *reached = source ? reached_of(&msgs[i].msg_hdr, port) : NULL;
+        PyObject *triple = reached ? PyTuple_Pack(3, data, source, reached) : NULL;
+        Py_XDECREF(data);
+        Py_XDECREF(source);
+        Py_XDECREF(reached);
+        if (triple == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, triple);
+    }
+    return out;
+}
+
 /* Destination addresses by host string object: responses go to the source a datagram
  * came from, whose host string recv_many made (and keeps in host_cache). */
 #define DESTS 64
@@ -871,6 +956,46 @@ static int dest_of(PyObject *dest, int family, struct sockaddr_storage *ss, sock
     return 0;
 }
 
+/* The control message that makes a datagram leave from ``local`` ((host, port), the address
+ * its request reached), unless it is a wildcard or not an address of ``family``. */
+static void from_local(PyObject *local, int family, struct msghdr *h, char *buf) {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (local == Py_None || dest_of(local, family, &ss, &len) < 0) return;
+    h->msg_control = buf;
+    if (family == AF_INET) {
+        struct in_pktinfo info;
+        memset(&info, 0, sizeof info);
+        info.ipi_spec_dst = ((struct sockaddr_in *)&ss)->sin_addr;
+        if (info.ipi_spec_dst.s_addr == htonl(INADDR_ANY)) {
+            h->msg_control = NULL;
+            return;
+        }
+        h->msg_controllen = CMSG_SPACE(sizeof info);
+        struct cmsghdr *c = CMSG_FIRSTHDR(h);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof info);
+        memcpy(CMSG_DATA(c), &info, sizeof info);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        struct in6_pktinfo info;
+        memset(&info, 0, sizeof info);
+        if (IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr)) {
+            h->msg_control = NULL;
+            return;
+        }
+        info.ipi6_addr = sin6->sin6_addr;
+        info.ipi6_ifindex = sin6->sin6_scope_id;
+        h->msg_controllen = CMSG_SPACE(sizeof info);
+        struct cmsghdr *c = CMSG_FIRSTHDR(h);
+        c->cmsg_level = IPPROTO_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof info);
+        memcpy(CMSG_DATA(c), &info, sizeof info);
+    }
+}
+
 /* send_many(fd, family, effects, send_type): send each item of type ``send_type`` (the engine's
  * core.effects.Send, a NamedTuple whose positions 0 and 1 -- dest and data -- responder.io.udp
  * checks at load); items of any other type (drops, hand-offs, events) are skipped. Returns
@@ -878,10 +1003,10 @@ static int dest_of(PyObject *dest, int family, struct sockaddr_storage *ss, sock
  * read). */
 static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
     (void)self;
-    int fd, family;
+    int fd, family, reached = 0;
     PyObject *outs, *send_type;
-    if (!PyArg_ParseTuple(args, "iiO!O!:send_many", &fd, &family, &PyList_Type, &outs,
-                          &PyType_Type, &send_type))
+    if (!PyArg_ParseTuple(args, "iiO!O!|p:send_many", &fd, &family, &PyList_Type, &outs,
+                          &PyType_Type, &send_type, &reached))
         return NULL;
     if (family != AF_INET && family != AF_INET6) {
         PyErr_SetString(PyExc_ValueError, "send_many: family is AF_INET or AF_INET6");
@@ -891,6 +1016,7 @@ static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
     struct mmsghdr msgs[MANY];
     struct iovec iov[MANY];
     struct sockaddr_storage addrs[MANY];
+    union { char buf[CMSG_ROOM]; struct cmsghdr align; } control[MANY];
     PyObject *held[MANY];  /* the data objects of one sendmmsg */
     while (i < n) {
         int k = 0;
@@ -916,6 +1042,8 @@ static PyObject *speedups_send_many(PyObject *self, PyObject *args) {
             msgs[k].msg_hdr.msg_iovlen = 1;
             msgs[k].msg_hdr.msg_name = &addrs[k];
             msgs[k].msg_hdr.msg_namelen = alen;
+            if (reached && PyTuple_GET_SIZE(item) > 3)  /* leave from Send.local (pktinfo) */
+                from_local(PyTuple_GET_ITEM(item, 3), family, &msgs[k].msg_hdr, control[k].buf);
             k++;
         }
         int done = 0;  /* non-blocking: the GIL is kept */
@@ -1935,9 +2063,12 @@ static PyMethodDef methods[] = {
      "recv_many(fd) -> [(data, (host, port)), ...]: up to 64 datagrams waiting on a "
      "non-blocking UDP socket, [] when none is."},
     {"send_many", speedups_send_many, METH_VARARGS,
-     "send_many(fd, family, effects, send_type) -> int: send each send_type item's data to "
-     "its dest, skip the rest; returns "
-     "how many could not be sent."},
+     "send_many(fd, family, effects, send_type, reached=False) -> int: send each send_type "
+     "item's data to its dest (from its local address, position 3, when reached), skip the "
+     "rest; returns how many could not be sent."},
+    {"recv_reached", speedups_recv_reached, METH_VARARGS,
+     "recv_reached(fd, port) -> [(data, (host, port), (host, port) | None), ...]: recv_many "
+     "with the address each datagram was sent to (IP_PKTINFO), for a wildcard socket."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -15,8 +15,12 @@ def configure(
 def parse(data: bytes) -> Request | None: ...
 def recv_many(fd: int) -> list[tuple[bytes, tuple[str, int]]]: ...
 def send_many(
-    fd: int, family: int, effects: Sequence[tuple[object, ...]], send_type: type
+    fd: int, family: int, effects: Sequence[tuple[object, ...]], send_type: type,
+    reached: bool = False,
 ) -> int: ...
+def recv_reached(
+    fd: int, port: int
+) -> list[tuple[bytes, tuple[str, int], tuple[str, int] | None]]: ...
 def respond(
     req: Request,
     code: int,

@@ -13,7 +13,7 @@ OTHER_METHOD = "other"     # ... the rest are counted under this name
 @dataclass(slots=True)
 class Counters:
     received: int = 0
-    answered: int = 0
+    answered: int = 0  # responses sent: built, sent again to a retransmission, repeats, resends
     dropped: int = 0
     acks: int = 0
     retransmissions: int = 0

@@ -344,6 +344,7 @@ class Engine(DialogSide, LabSide):
     def _again(self, sent: Send, now: float, inbound: Inbound, arrival: int) -> Send:
         """A retransmitted request gets the same bytes again, sent to ITS source (SPEC §4)."""
         exch = sent.exchange
+        self.counters.answered += 1  # every response sent counts, the same bytes again too
         if exch is not None:
             exch = exch._replace(time=now, source=inbound.source, retransmission=True,
                                  arrival=arrival)
@@ -422,6 +423,7 @@ class Engine(DialogSide, LabSide):
                 last = entry.last
                 assert last is not None and last.exchange is not None
                 entry.copies += 1
+                self.counters.answered += 1
                 if entry.prack:
                     self.counters.resent_1xx += 1
                 elif entry.resend:

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from responder.core.effects import Effect, Exchange, Handoff, Inbound, Send
 from responder.core.engine import Engine
+from responder.io.timer import EngineTimer
 from responder.io.udp import zoned
 from responder.sip.addr import Addr
 from responder.sip.builder import Context
@@ -118,8 +119,9 @@ class StreamTransport:
         self.messages = 0  # whole messages given to the engine
         self.servers: list[asyncio.AbstractServer] = []
         self.closers: list[Callable[[], Awaitable[None]]] = []  # what else close() must stop (ws)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        # The engine's timer: its own, or (beside UDP) the UDP transport's, which carries
+        # timed effects out through :meth:`deliver` (ops/server.py wires that).
+        self.timer = EngineTimer(loop, engine, self.carry_out)
         self._sweeper: asyncio.TimerHandle | None = None
 
     # --- the connection table ------------------------------------------------------
@@ -319,22 +321,7 @@ class StreamTransport:
 
     # --- timers ----------------------------------------------------------------------------
     def arm(self) -> None:
-        deadline = self.engine.next_deadline()
-        if deadline is None or deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._fire, deadline)
-
-    def _fire(self, deadline: float) -> None:
-        self._timer = None
-        self._timer_at = None
-        # asyncio may run a timer up to one clock tick early: it is due at its deadline.
-        effects = self.engine.due(max(self.loop.time(), deadline))
-        if effects:
-            self.carry_out(effects)
-        self.arm()
+        self.timer.arm()
 
     # --- listeners -------------------------------------------------------------------------
     async def close(self) -> None:
@@ -351,8 +338,7 @@ class StreamTransport:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1)
         self.servers.clear()
-        for handle in (self._timer, self._sweeper):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._sweeper = None
-        self._timer_at = None
+        self.timer.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._sweeper = None

@@ -36,6 +36,7 @@ from functools import lru_cache, partial
 from responder._accel import SPEEDUPS
 from responder.core.effects import UDP, Effect, Handoff, Inbound, Send
 from responder.core.engine import Engine
+from responder.io.timer import EngineTimer
 from responder.sip.addr import Addr, hostport
 
 Recv = Callable[[], list[tuple[bytes, Addr]]]  # up to MANY datagrams; [] when none waits
@@ -200,6 +201,16 @@ def buffers(sock: socket.socket, size: int = BUFFER) -> None:
                 continue
 
 
+def reached_io(sock: socket.socket, port: int) -> tuple[RecvReached, SendMany]:
+    """:func:`socket_io` for a wildcard-bound socket: each datagram with the address it was
+    sent to, each reply from it (compiled where the extension is built)."""
+    if SPEEDUPS is not None and COMPILED_SEND and hasattr(SPEEDUPS, "recv_reached"):
+        fd, fam, send = sock.fileno(), int(sock.family), SPEEDUPS.send_many
+        return (partial(SPEEDUPS.recv_reached, fd, port),
+                lambda effects: send(fd, fam, effects, Send, True))
+    return partial(recv_pktinfo, sock, port), partial(send_many, sock, reached=True)
+
+
 def bind_udp(host: str, port: int) -> socket.socket:
     """A non-blocking UDP socket bound to ``host:port``; an OSError names the address
     (``127.0.0.1:5060: Address already in use``, an unknown host, a denied port)."""
@@ -255,8 +266,7 @@ class UdpTransport:
         self.sockets: dict[Addr, socket.socket] = {}
         self.peers = peers or []  # worker i's inbox, to hand requests to
         self._inbox: socket.socket | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self.timer = EngineTimer(loop, engine, self._timed)  # shared with stream listeners
         self.send_errors = 0
         self._senders: dict[Addr, SendMany] = {}  # per local address: how its socket sends
         # With stream listeners beside (io/stream.py): the timed effects that are theirs are
@@ -267,9 +277,8 @@ class UdpTransport:
         local: Addr = sock.getsockname()[:2]
         self.sockets[local] = sock
         if local[0] in WILDCARDS:  # SPEC §4: each reply from the address its request reached
-            self._senders[local] = partial(send_many, sock, reached=True)
-            self.loop.add_reader(sock.fileno(), self._reached, partial(recv_pktinfo, sock,
-                                                                       local[1]), local)
+            each, self._senders[local] = reached_io(sock, local[1])
+            self.loop.add_reader(sock.fileno(), self._reached, each, local)
             return local
         recv, self._senders[local] = socket_io(sock)
         self.loop.add_reader(sock.fileno(), self._readable, recv, local)
@@ -282,8 +291,7 @@ class UdpTransport:
         self.loop.add_reader(sock.fileno(), self._handed, sock)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self.timer.cancel()
         for sock in (*self.sockets.values(), *([self._inbox] if self._inbox else [])):
             self.loop.remove_reader(sock.fileno())
         for sock in self.sockets.values():
@@ -367,25 +375,16 @@ class UdpTransport:
         return wildcard if wildcard in self._senders else None
 
     def _arm(self) -> None:
-        deadline = self.engine.next_deadline()
-        if deadline is None or deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self.loop.call_at(deadline, self._fire, deadline)
+        self.timer.arm()
 
-    def _fire(self, deadline: float) -> None:
-        self._timer = None
-        self._timer_at = None
-        # asyncio may run a timer up to one clock tick early: it is due at its deadline.
-        effects = self.engine.due(max(self.loop.time(), deadline))
-        if effects and self.observe is not None:
+    def _timed(self, effects: list[Effect]) -> None:
+        """What the engine's timer gave: observed, the streams' taken by them, the rest out
+        of the right UDP socket."""
+        if self.observe is not None:
             self.observe(effects)
-        if effects and self.claim is not None:
+        if self.claim is not None:
             effects = self.claim(effects)
         self.send_due(effects)
-        self._arm()
 
     def send_due(self, effects: list[Effect]) -> None:
         """Timed effects (delayed steps, resends, our BYEs) out of the right UDP socket."""

@@ -70,7 +70,8 @@ async def serve(
     tcp = None
     if streams:  # one table and one timer for every stream listener; the rest to UDP
         tcp = StreamTransport(loop, engine, observe, elsewhere=transport.send_due)
-        transport.claim = tcp.deliver
+        tcp.timer = transport.timer  # one timer for the engine: it observes, then each
+        transport.claim = tcp.deliver  # transport sends what is its own
     http: list[HttpServer] = []
     media = MediaTransport(loop, engine.media)
 
