@@ -86,6 +86,21 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_and_tcp_port(host: str = "127.0.0.1") -> int:
+    """A port free for UDP and for TCP on ``host`` a moment ago (SIPp with ``-t t1``/``tn``
+    and twinkle bind their port for TCP as well)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        port = free_udp_port(host)
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
+                tcp.bind((host, port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError(f"no port free for UDP and TCP on {host}")
+
+
 class ResponderStartError(AssertionError):
     """The responder exited or stayed silent instead of listening."""
 

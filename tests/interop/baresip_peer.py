@@ -34,8 +34,10 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return port
 
 
-# One traced message: "\x1b[36;1m#\nUDP SRC -> DST\n<message>\x1b[;m" (colours around it).
-_TRACE = re.compile(r"#\r?\nUDP (\S+) -> (\S+)\r?\n(.*?)\x1b\[;m", re.DOTALL)
+# One traced message: "\x1b[36;1m#\nUDP SRC -> DST\n<message>\x1b[;m" (colours around it);
+# TCP, TLS, WS, WSS in place of UDP on the streams. (On a stream baresip opened, its side is
+# the connection's port, not sip_port: Traced.sent is then False both ways.)
+_TRACE = re.compile(r"#\r?\n(?:UDP|TCP|TLS|WSS?) (\S+) -> (\S+)\r?\n(.*?)\x1b\[;m", re.DOTALL)
 
 
 def free_sip_port() -> int:

@@ -36,7 +36,13 @@ from types import TracebackType
 from typing import IO
 
 import pytest
-from support import Message, ResponderProcess, free_udp_port, parse_message
+from support import (
+    Message,
+    ResponderProcess,
+    free_udp_and_tcp_port,
+    free_udp_port,
+    parse_message,
+)
 
 SCENARIOS = Path(__file__).resolve().parent / "sipp"
 CALLS = 100
@@ -204,7 +210,7 @@ def run_sipp(
         sipp, f"{host}:{port}",
         "-sf", str(SCENARIOS / scenario),
         "-m", str(calls), "-r", str(rate), "-l", str(limit),
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-i", "127.0.0.1", "-p", str(free_udp_and_tcp_port()), "-mp", str(free_udp_port()),
         "-timeout", "60s", "-timeout_error", "-nostdin",
         "-trace_err", "-error_file", str(error_file),
         "-trace_stat", "-stf", str(stat_file),

@@ -55,15 +55,46 @@ _LOGGED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} belle-sip-message-c
                      r"((?:(?!\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} ).*\n)*)", re.MULTILINE)
 
 
+_HEAD_END = re.compile(r"\r?\n\r?\n")
+_LENGTH = re.compile(r"^(?:Content-Length|l)[ \t]*:[ \t]*(\d+)", re.MULTILINE | re.IGNORECASE)
+
+
+def split_messages(text: str) -> list[str]:
+    """The SIP messages of one logged read, by Content-Length: a read from a stream (TCP,
+    TLS) may hold several (100, 180 and 200 in one), a datagram holds one."""
+    out = []
+    rest = text
+    while rest.strip():
+        end = _HEAD_END.search(rest)
+        length = _LENGTH.search(rest, 0, end.start()) if end else None
+        if end is None or length is None:
+            out.append(rest)
+            break
+        # The body's size as sent; the log file is read with LF line ends (CRLF on the wire).
+        cut = end.end()
+        size = int(length.group(1))
+        while size > 0 and cut < len(rest):
+            size -= 2 if rest[cut] == "\n" and rest[cut - 1] != "\r" else 1
+            cut += 1
+        out.append(rest[:cut])
+        rest = rest[cut:]
+    return out
+
+
 class Linphone(PeerProcess):
     """One linphonec process, identity ``sip:alice@127.0.0.1``, no proxy, no registration.
 
     ``delayed_offer``: ``[sip] sdp_200_ack=1`` (INVITE without SDP, the answer in the ACK).
     ``nortp_timeout``: seconds without RTP before linphone hangs up.
+    ``streams``: open TCP and TLS too (random local ports), for ``;transport=tcp|tls``
+    targets: belle-sip connects out only over a transport it has a listening point for.
+    ``root_ca``: the CA file its TLS client trusts (``[sip] root_ca``; server certificates
+    are verified, name included: ``verify_server_certs``/``verify_server_cn``).
     """
 
     def __init__(self, directory: Path, *, delayed_offer: bool = False,
-                 nortp_timeout: int = 5) -> None:
+                 nortp_timeout: int = 5, streams: bool = False,
+                 root_ca: Path | None = None) -> None:
         super().__init__()
         self.binary = tool("linphonec", "linphone-cli")
         self.directory = directory
@@ -76,8 +107,11 @@ class Linphone(PeerProcess):
         self.config.write_text("\n".join([
             "[sip]",
             f"sip_port={self.sip_port}",
-            "sip_tcp_port=0",  # 0: no TCP, no TLS (-1 would pick a random port)
-            "sip_tls_port=0",
+            # 0: no TCP, no TLS; -1: a random port
+            f"sip_tcp_port={-1 if streams else 0}",
+            f"sip_tls_port={-1 if streams else 0}",
+            *([f"root_ca={root_ca}", "verify_server_certs=1", "verify_server_cn=1"]
+              if root_ca is not None else []),
             "bind_address=127.0.0.1",
             "ipv6_migration_done=1",
             "use_ipv6=0",
@@ -175,8 +209,8 @@ class Linphone(PeerProcess):
             text = self.log.read_text(errors="replace")
         except FileNotFoundError:
             return []
-        return [Traced(what.startswith("message sent"), body)
-                for what, body in _LOGGED.findall(text)]
+        return [Traced(what.startswith("message sent"), message)
+                for what, body in _LOGGED.findall(text) for message in split_messages(body)]
 
     def wait_sip(self, sent: bool, first_line: str, cseq: str | None = None,
                  body: str | None = None, timeout: float = 5.0, after: int = 0) -> Traced:

@@ -28,6 +28,7 @@ import subprocess
 from pathlib import Path
 
 from interop_support import PeerProcess, tool
+from support import free_udp_and_tcp_port
 
 START_TIMEOUT = 10.0
 PROMPT = "Twinkle>"
@@ -77,11 +78,10 @@ def free_udp_pair() -> int:
     raise AssertionError("no free even UDP port pair on 127.0.0.1")
 
 
-def free_udp() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_udp_and_tcp() -> int:
+    """Twinkle listens on UDP and TCP at its ``--sip-port`` (and exits, "Failed to create a
+    TCP socket", when TCP is taken)."""
+    return free_udp_and_tcp_port()
 
 
 class Twinkle(PeerProcess):
@@ -89,16 +89,20 @@ class Twinkle(PeerProcess):
 
     name = "twinkle"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, profile: dict[str, str] | None = None) -> None:
+        """``profile``: settings of ``test.cfg`` to set or replace (``sip_transport``,
+        ``codecs``, ...)."""
         super().__init__()
         self.binary = tool("twinkle", "twinkle-console")
         self.home = directory
-        self.sip_port = free_udp()
+        self.sip_port = free_udp_and_tcp()
         self.rtp_port = free_udp_pair()
         config = directory / ".twinkle"
         config.mkdir(parents=True, exist_ok=True)
         (directory / ".asoundrc").write_text(ASOUNDRC)
-        (config / "test.cfg").write_text(PROFILE)
+        settings = dict(line.split("=", 1) for line in PROFILE.splitlines())
+        settings.update(profile or {})
+        (config / "test.cfg").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         (config / "twinkle.sys").write_text(SYSTEM)
 
     @property
