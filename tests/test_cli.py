@@ -515,3 +515,34 @@ def test_delayed_answers_leave_once_over_the_transport_of_their_request() -> Non
                 tcp.recv(65535)  # once
             assert client.exchange() == []  # nothing of the TCP answer came over UDP
         assert server.stop() == 0
+
+
+def test_stream_listeners_raise_the_open_file_limit_to_the_hard_one() -> None:
+    """A connection holds a descriptor: started with a soft limit of 1,024 (a shell's or a
+    service's default), the responder raises it to the hard limit when it listens on a
+    stream, so its connection bound, not the file limit, decides (scripts/bench_idle.py)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip(f"the hard limit is {hard}: nothing to raise to")
+
+    def low() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+
+    proc = subprocess.Popen([support.responder_script(), "-q", "--listen", "tcp:127.0.0.1:0"],
+                            stderr=subprocess.PIPE, text=True, preexec_fn=low)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        while "listening on" not in line and line:
+            line = proc.stderr.readline()
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        soft_now = next(row.split()[3] for row in limits.splitlines()
+                        if row.startswith("Max open files"))
+        assert soft_now != "1024" and int(soft_now) > 1024, limits
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import resource
 import ssl
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 from responder import __version__
 from responder.core.engine import Engine
 from responder.core.journal import Journal
 from responder.core.limits import parse_network, parse_rate
+from responder.io.stream import STREAM_LIMITS
 from responder.io.tls import TlsOptions, server_context
 from responder.ops.http import AdminOptions
 from responder.ops.listen import DEFAULT_PORTS, SECURE, Listen, parse_listen
@@ -289,12 +293,41 @@ def exposure_warning(listen: Sequence[Addr], args: argparse.Namespace) -> str | 
             "request it sends (README, Amplification)")
 
 
+NOFILE_WANTED = STREAM_LIMITS.connections + 64  # every connection, and the rest
+
+
+def raise_open_files() -> str | None:
+    """Stream listeners hold a descriptor per connection: raise the soft RLIMIT_NOFILE to
+    the hard one (a shell's or a service's 1,024 would close connections long before the
+    connection bound does); a warning when even that is below the bound, else None."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard
+        if hard == resource.RLIM_INFINITY:
+            try:
+                target = int(Path("/proc/sys/fs/nr_open").read_text())
+            except (OSError, ValueError):
+                target = max(soft, NOFILE_WANTED)
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft != resource.RLIM_INFINITY and soft < NOFILE_WANTED:
+        return (f"warning: at most {soft} open files (RLIMIT_NOFILE): stream connections past "
+                f"about {max(soft - 64, 0)} cannot be accepted (the bound is "
+                f"{STREAM_LIMITS.connections}); raise the limit (ulimit -n) to serve them")
+    return None
+
+
 def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeLog,
            trace: Tracer | None = None) -> int:
     log.note(f"seed {seed}", "seed", seed=seed)
     listens = args.listen or [Listen("udp", "127.0.0.1", DEFAULT_PORTS["udp"])]
     listen = [spec.addr for spec in listens if spec.scheme == "udp"]
     streams = [spec for spec in listens if spec.scheme != "udp"]
+    if streams:
+        note = raise_open_files()
+        if note is not None:
+            log.note(note, "warning")
     tls = TlsOptions(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
     if tls is not None:
         try:
