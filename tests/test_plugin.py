@@ -31,6 +31,10 @@ def test_the_entry_point_loads_the_plugin(pytester: pytest.Pytester) -> None:
         "sip_responder -- *pytest_plugin.py:*",
         "sip_client -- *pytest_plugin.py:*",
         "sipvicious -- *pytest_plugin.py:*",
+        "sip_responder_options [[]session scope[]] -- *pytest_plugin.py:*",
+        "sip_client_factory -- *pytest_plugin.py:*",
+        "sip_client_options -- *pytest_plugin.py:*",
+        "sip_transport -- *pytest_plugin.py:*",
     ])
     result = run(pytester, "--help")
     result.stdout.fnmatch_lines(["*--sip-responder-rules=FILE*", "*sip_responder_rules*"])

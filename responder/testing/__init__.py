@@ -12,8 +12,9 @@ from responder.core.journal import JournalEntry
 from responder.rules.model import RuleError, RuleSet
 from responder.testing.client_core import Responses, SipResponse, SipTimeout
 from responder.testing.clients import AsyncSipClient, SipClient
-from responder.testing.controller import Responder, RuleBuilder
+from responder.testing.controller import Responder
 from responder.testing.expectations import (
+    RuleBuilder,
     RulesLike,
     StepLike,
     make_match,

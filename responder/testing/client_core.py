@@ -4,8 +4,10 @@
 branch + CSeq method, RFC 3261 §17.1.3) and writes the ACKs. The client flows (register
 with digest, cancel, ...) are generators that yield :class:`Send` and :class:`Wait`
 operations, so the blocking and the asyncio client run the very same flows; a driver only
-sends datagrams and waits on its socket. No client retransmits (loopback UDP loses
-nothing): every request in the responder's journal was sent once.
+sends messages (datagrams, or on TCP and TLS bytes of one connection) and waits. No client
+retransmits (loopback UDP loses nothing): every request in the responder's journal was sent
+once. ``transport`` names what the Via (``SIP/2.0/TCP``) and the Contact
+(``;transport=tcp``) say.
 """
 
 from __future__ import annotations
@@ -160,8 +162,14 @@ Flow = Generator[Op, None, T]
 class Core:
     """Sans-I/O: writes requests, files responses by transaction, writes ACKs."""
 
-    def __init__(self, local: Addr, remote: Addr, user_agent: str, timeout: float) -> None:
+    def __init__(self, local: Addr, remote: Addr, user_agent: str, timeout: float,
+                 transport: str = "udp") -> None:
         self.local, self.remote, self.timeout = local, remote, timeout
+        self.transport = transport
+        self._via = f"SIP/2.0/{transport.upper()} {hostport(local)}"
+        # our Contact names the transport (RFC 3263 §4.1; ws for wss too, RFC 7118 §5.2)
+        self._param = "" if transport == "udp" else \
+            f";transport={'ws' if transport == 'wss' else transport}"
         self.user_agent = user_agent
         self.txns: dict[tuple[str | None, str], Txn] = {}
         self.strays: list[bytes] = []  # datagrams that answer no transaction of ours
@@ -181,7 +189,7 @@ class Core:
         target = self.target(uri)
         me = f"sip:{from_user or 'client'}@{hostport(self.local)}"
         branch = "z9hG4bK" + secrets.token_hex(8)
-        txn = Txn(method, target, f"SIP/2.0/UDP {hostport(self.local)};branch={branch};rport",
+        txn = Txn(method, target, f"{self._via};branch={branch};rport",
                   branch, call_id or f"{secrets.token_hex(8)}@{self.local[0]}",
                   cseq if cseq is not None else 1,
                   f"<{me}>;tag={from_tag or secrets.token_hex(4)}", to or f"<{target}>")
@@ -189,7 +197,7 @@ class Core:
             ("Via", txn.via), ("Max-Forwards", "70"), ("From", txn.from_), ("To", txn.to),
             ("Call-ID", txn.call_id), ("CSeq", f"{txn.cseq} {method}")]
         if method not in ("ACK", "CANCEL", "BYE"):
-            std.append(("Contact", f"<{me}>"))
+            std.append(("Contact", f"<{me}{self._param}>"))
         std.append(("User-Agent", self.user_agent))
         extra = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
         given = {_key(n) for n, _ in extra}
@@ -207,7 +215,7 @@ class Core:
         """CANCEL (RFC 3261 §9.1) or ACK (§17.1.1.3; for a 2xx, §13.2.2.4 a new branch and
         the remote target as Request-URI): same Call-ID, From and CSeq number."""
         branch = "z9hG4bK" + secrets.token_hex(8) if new_branch else txn.branch
-        via = f"SIP/2.0/UDP {hostport(self.local)};branch={branch};rport"
+        via = f"{self._via};branch={branch};rport"
         out = Txn(method, uri or txn.uri, via, branch, txn.call_id, txn.cseq, txn.from_,
                   to or txn.to)
         out.data = _encode(f"{method} {out.uri} SIP/2.0", [
@@ -219,7 +227,7 @@ class Core:
         return out
 
     def feed(self, data: bytes) -> list[bytes]:
-        """One datagram in; the ACKs to send out (for a final response to an INVITE)."""
+        """One message in; the ACKs to send out (for a final response to an INVITE)."""
         resp = parse_response(data)
         txn = self.txns.get(_txn_key(resp)) if resp is not None else None
         if resp is None or txn is None:
@@ -239,7 +247,7 @@ class Core:
         txn = op.txn
         got = ", ".join(str(r) for r in txn.responses) or "nothing"
         what = "response" if op.until == "provisional" else "final response"
-        strays = f"; {len(self.strays)} other datagram(s) arrived" if self.strays else ""
+        strays = f"; {len(self.strays)} other message(s) arrived" if self.strays else ""
         return SipTimeout(f"no {what} to {txn.method} {txn.uri} (Call-ID {txn.call_id}) from "
                           f"{hostport(self.remote)} within {op.timeout:g}s; it received: "
                           f"{got}{strays}")

@@ -1,15 +1,20 @@
 """The test clients: :class:`SipClient` (blocking) and :class:`AsyncSipClient` (asyncio).
 
 Both drive the same flows from :mod:`responder.testing.client_core` (requests written, responses
-matched to their transaction, ACKs, digest): a driver only sends datagrams and waits.
-Import them from :mod:`responder.testing`.
+matched to their transaction, ACKs, digest): a driver only sends messages and waits. Each
+speaks UDP (its own socket) or, with ``transport="tcp"`` or ``"tls"``, one connection to the
+server (:mod:`responder.testing.streams`). Import them from :mod:`responder.testing`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
+import ssl
 import time
+from typing import cast
 
 from responder.sip.addr import Addr
 from responder.testing.client_core import (
@@ -29,12 +34,18 @@ from responder.testing.client_core import (
     request_flow,
     wait_flow,
 )
+from responder.testing.streams import STREAMS, Frames, check_transport, connect, tls_context
 
 MAX_DATAGRAM = 65535
 
 
 class _Api:
     _core: Core
+
+    @property
+    def transport(self) -> str:
+        """``"udp"``, ``"tcp"`` or ``"tls"``."""
+        return self._core.transport
 
     @property
     def local_address(self) -> Addr:
@@ -45,6 +56,15 @@ class _Api:
     def remote_address(self) -> Addr:
         """Where every request goes: the server's (host, port)."""
         return self._core.remote
+
+
+def _open(remote: Addr, host: str | None, transport: str, timeout: float,
+          ctx: ssl.SSLContext | None) -> tuple[socket.socket, Frames | None]:
+    """UDP: a bound socket; TCP/TLS: a connected one (wrapped in ``ctx``, when given) and
+    the framer of what it reads."""
+    if transport not in STREAMS:
+        return _bind(remote, host), None
+    return connect(remote, host, ctx, timeout), Frames(remote)
 
 
 def _bind(remote: Addr, host: str | None) -> socket.socket:
@@ -61,17 +81,23 @@ def _bind(remote: Addr, host: str | None) -> socket.socket:
 class SipClient(_Api):
     """A blocking SIP client on a UDP socket of its own (``127.0.0.1`` or ``::1``, port 0).
 
-    ``remote`` is where every request goes, whatever the Request-URI says. A final
+    ``remote`` is where every request goes, whatever the Request-URI says.
+    ``transport="tcp"`` or ``"tls"``: one connection to ``remote`` instead, opened here
+    (TLS trusting the CA file ``ca``, or with ``ssl_context``); Via and Contact name the
+    transport and responses are cut from the stream by Content-Length. A final
     response to an INVITE is ACKed at once (RFC 3261 §17.1.1.3, or a new ACK transaction
     for a 2xx, §13.2.2.4). Every call waits at most ``timeout`` seconds (default 2) and then
     raises :class:`SipTimeout` (a TimeoutError) saying what did arrive.
     """
 
-    def __init__(self, remote: Addr, *, host: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, user_agent: str = "sip-responder-client"
-                 ) -> None:
-        self._sock = _bind(remote, host)
-        self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout)
+    def __init__(self, remote: Addr, *, transport: str = "udp", host: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, user_agent: str = "sip-responder-client",
+                 ca: str | os.PathLike[str] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        transport = check_transport(transport)
+        ctx = tls_context(ca, ssl_context) if transport == "tls" else None
+        self._sock, self._frames = _open(remote, host, transport, timeout, ctx)
+        self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout, transport)
 
     def options(self, uri: str | None = None, *, headers: Headers | None = None,
                 timeout: float | None = None) -> SipResponse:
@@ -132,7 +158,7 @@ class SipClient(_Api):
             op = next(flow)
             while True:
                 if isinstance(op, Send):
-                    self._sock.sendto(op.data, self._core.remote)
+                    self._send(op.data)
                 else:
                     self._wait(op)
                 op = next(flow)
@@ -153,8 +179,19 @@ class SipClient(_Api):
                 data = self._sock.recv(MAX_DATAGRAM)
             except TimeoutError:
                 continue
-            for ack in self._core.feed(data):
-                self._sock.sendto(ack, self._core.remote)
+            try:
+                messages = [data] if self._frames is None else self._frames.feed(data)
+            except ConnectionError as exc:
+                raise ConnectionError(f"{exc}; {self._core.timeout_error(op)}") from None
+            for message in messages:
+                for ack in self._core.feed(message):
+                    self._send(ack)
+
+    def _send(self, data: bytes) -> None:
+        if self._frames is None:
+            self._sock.sendto(data, self._core.remote)
+        else:
+            self._sock.sendall(data)
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -168,25 +205,63 @@ class _Protocol(asyncio.DatagramProtocol):
         pass  # an ICMP error: the wait times out and says what arrived
 
 
+class _StreamProtocol(asyncio.Protocol):
+    def __init__(self, client: AsyncSipClient, frames: Frames) -> None:
+        self.client, self.frames = client, frames
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.frames.feed(data)
+        except ConnectionError as exc:
+            self.client._lost(exc)
+            return
+        for message in messages:
+            self.client._received(message)
+
+    def eof_received(self) -> bool | None:
+        self.connection_lost(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._gone.set()
+        try:
+            self.frames.feed(b"")
+        except ConnectionError as closed:
+            self.client._lost(closed)
+
+
 class AsyncSipClient(_Api):
-    """:class:`SipClient` for asyncio: the same methods, as coroutines.
+    """:class:`SipClient` for asyncio: the same methods, as coroutines (the same
+    ``transport``, ``ca`` and ``ssl_context``; a TLS handshake happens in :meth:`open`).
 
     ``async with AsyncSipClient(address) as client: await client.options()``
     """
 
-    def __init__(self, remote: Addr, *, host: str | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, user_agent: str = "sip-responder-client"
-                 ) -> None:
-        self._sock = _bind(remote, host)
-        self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout)
-        self._transport: asyncio.DatagramTransport | None = None
+    def __init__(self, remote: Addr, *, transport: str = "udp", host: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, user_agent: str = "sip-responder-client",
+                 ca: str | os.PathLike[str] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        transport = check_transport(transport)
+        self._tls = tls_context(ca, ssl_context) if transport == "tls" else None
+        # connected here, on loopback; the TLS handshake is done by open()
+        self._sock, self._frames = _open(remote, host, transport, timeout, None)
+        self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout, transport)
+        self._transport: asyncio.DatagramTransport | asyncio.Transport | None = None
         self._changed = asyncio.Event()
+        self._closed: ConnectionError | None = None
+        self._gone = asyncio.Event()  # a stream's connection is closed
 
     async def open(self) -> AsyncSipClient:
         if self._transport is None:
             loop = asyncio.get_running_loop()
-            self._transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(self), sock=self._sock)
+            if self._frames is None:
+                self._transport, _ = await loop.create_datagram_endpoint(
+                    lambda: _Protocol(self), sock=self._sock)
+            else:
+                frames = self._frames
+                self._transport, _ = await loop.create_connection(
+                    lambda: _StreamProtocol(self, frames), sock=self._sock, ssl=self._tls,
+                    server_hostname=self._core.remote[0] if self._tls else None)
         return self
 
     async def options(self, uri: str | None = None, *, headers: Headers | None = None,
@@ -233,24 +308,43 @@ class AsyncSipClient(_Api):
     async def __aenter__(self) -> AsyncSipClient:
         return await self.open()
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def aclose(self) -> None:
+        """:meth:`close`, and wait (at most ``timeout``) until what was written is out and
+        the connection closed: the last ACK of a TLS client is not lost with the loop."""
         self.close()
+        if self._frames is not None and self._transport is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._gone.wait(), self._core.timeout)
         await asyncio.sleep(0)  # let the transport close its socket before the loop ends
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def _received(self, data: bytes) -> None:
         for ack in self._core.feed(data):
-            if self._transport is not None:
-                self._transport.sendto(ack, self._core.remote)
+            self._send(ack)
         self._changed.set()
 
+    def _lost(self, exc: ConnectionError) -> None:
+        self._closed = self._closed or exc
+        self._changed.set()
+
+    def _send(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._frames is None:  # (uvloop's transports are not asyncio's classes)
+            cast(asyncio.DatagramTransport, transport).sendto(data, self._core.remote)
+        else:
+            cast(asyncio.Transport, transport).write(data)
+
     async def _run(self, flow: Flow[T]) -> T:
-        transport = (await self.open())._transport
-        assert transport is not None
+        await self.open()
         try:
             op = next(flow)
             while True:
                 if isinstance(op, Send):
-                    transport.sendto(op.data, self._core.remote)
+                    self._send(op.data)
                 else:
                     await self._wait(op)
                 op = next(flow)
@@ -264,6 +358,8 @@ class AsyncSipClient(_Api):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + op.timeout
         while not op.txn.done(op.until):
+            if self._closed is not None:
+                raise ConnectionError(f"{self._closed}; {self._core.timeout_error(op)}")
             left = deadline - loop.time()
             if left <= 0:
                 raise self._core.timeout_error(op)

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import io
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -29,61 +30,30 @@ from typing import Any, TextIO, TypeVar
 from responder.core.counters import Counters
 from responder.core.engine import Engine
 from responder.core.journal import Journal, JournalEntry
+from responder.ops.listen import Listen
 from responder.ops.logs import ExchangeLog
 from responder.ops.server import serve
-from responder.rules.model import Match, Rule, RuleError, RuleSet, Step, validate_reply
+from responder.rules.model import Match, Rule, RuleError, RuleSet, Step
 from responder.sip.addr import Addr, hostport
 from responder.sip.seeded import Seeded
 from responder.testing.client_core import SipTimeout
 from responder.testing.clients import SipClient
 from responder.testing.expectations import (
     Methods,
+    RuleBuilder,
     RulesLike,
     Status,
-    StepLike,
     make_match,
-    make_step,
     report,
     to_ruleset,
     why,
 )
+from responder.testing.streams import listeners, sip_uri, tls_options, unverified_context
 
 T = TypeVar("T")
 
 PROBE_HEADER = "X-Sip-Responder-Probe"
 WAIT = 1.0  # seconds an assertion waits for the journal to catch up (UDP is asynchronous)
-
-
-class RuleBuilder:
-    """What :meth:`Responder.on` returns: call :meth:`respond` to install the rule."""
-
-    def __init__(self, responder: Responder, match: Match, name: str, probability: float):
-        self._responder, self.match, self.name = responder, match, name
-        self.probability = probability
-        self._drop_first = 0
-
-    def drop_first(self, count: int) -> RuleBuilder:
-        """Answer nothing to the first ``count`` transmissions of each transaction."""
-        if count < 0:
-            raise RuleError(f"{self.name}: drop_first must be 0 or more, not {count}")
-        self._drop_first = count
-        return self
-
-    def respond(self, *steps: StepLike) -> Rule:
-        """Install the rule in front of the current rules; ``respond("drop")`` answers nothing.
-
-        Steps: a code (``486``), ``"486/2s"``, ``(486, "2s")``, or a dict like a YAML step
-        (``{"code": 486, "after": "2s", "reason": "Busy", "headers": {...}}``, and the fault
-        keys ``jitter``, ``repeat``, ``fault``: docs/faults.md).
-        """
-        if not steps:
-            raise RuleError(f"{self.name}: respond() needs steps, a code or 'drop'")
-        reply = () if steps == ("drop",) else tuple(make_step(s) for s in steps)
-        validate_reply(reply, self.match.methods, [self.name] * len(reply))
-        rule = Rule(self.match, reply, self.name, self.probability, origin="Responder.on()",
-                    drop_first=self._drop_first)
-        self._responder.add_rule(rule)
-        return rule
 
 
 # --------------------------------------------------------------------------- the server
@@ -108,15 +78,28 @@ class Responder:
 
     ``rules``: see :func:`to_ruleset` (default: the built-in rules). ``seed`` makes every
     random decision repeatable. ``log``: a stream for the server's lines (default: kept in
-    memory, see :attr:`log`).
+    memory, see :attr:`log`). ``transports``: ``udp``, ``tcp``, ``tls``, ``ws``, ``wss`` on
+    ``host:port`` (each its own free port with port 0), or ``listen``: ``--listen`` specs
+    (``"tcp:127.0.0.1:0"``); ``tls_cert``/``tls_key`` (PEM) for tls and wss, ``tls_ca`` to
+    ask clients for a certificate signed by it (mutual TLS). :meth:`address_of` and
+    :meth:`uri` name each listener.
     """
 
     def __init__(self, rules: RulesLike | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, seed: int = 0, journal_size: int = 10_000,
-                 log: TextIO | None = None, start_timeout: float = 10.0) -> None:
+                 log: TextIO | None = None, start_timeout: float = 10.0,
+                 transports: Sequence[str] = ("udp",),
+                 listen: Sequence[str | Listen] | None = None,
+                 tls_cert: str | os.PathLike[str] | None = None,
+                 tls_key: str | os.PathLike[str] | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None) -> None:
         if journal_size < 1:
             raise ValueError("journal_size must be at least 1: the helpers read the journal")
-        self._want: Addr = (host, port)  # as asked; port 0: any free port
+        self._tls = tls_options(tls_cert, tls_key, tls_ca)
+        self._specs = listeners(listen, transports, host, port, self._tls)
+        self._bound: list[tuple[str, Addr]] = []  # (scheme, address) once started
+        main = next((s for s in self._specs if s.scheme == "udp"), self._specs[0])
+        self._want: Addr = main.addr  # as asked; port 0: any free port
         self.seed = seed
         self.start_timeout = start_timeout
         self.start_rules = to_ruleset(rules)
@@ -186,15 +169,32 @@ class Responder:
 
     @property
     def address(self) -> Addr:
-        """The (host, port) it listens on."""
+        """The (host, port) it listens on: its (first) UDP listener's, if it has one."""
         if self._address is None:
             raise RuntimeError("not started: call start() first")
         return self._address
 
-    def uri(self, user: str | None = None) -> str:
-        """``sip:USER@127.0.0.1:PORT`` (``sip:127.0.0.1:PORT`` without a user)."""
-        where = hostport(self.address)
-        return f"sip:{user}@{where}" if user else f"sip:{where}"
+    @property
+    def listeners(self) -> list[tuple[str, Addr]]:
+        """Every listener once started: ``[("udp", (host, port)), ("tcp", ...), ...]``."""
+        return list(self._bound)
+
+    def address_of(self, transport: str) -> Addr:
+        """The (host, port) of its (first) ``transport`` listener: ``"udp"``, ``"tcp"``,
+        ``"tls"``, ``"ws"`` or ``"wss"``."""
+        self.address  # noqa: B018 (raises when not started)
+        for scheme, addr in self._bound:
+            if scheme == transport.lower():
+                return addr
+        raise LookupError(f"this Responder does not listen on {transport} (it listens on "
+                          f"{', '.join(s for s, _ in self._bound)})")
+
+    def uri(self, user: str | None = None, transport: str | None = None) -> str:
+        """``sip:USER@127.0.0.1:PORT`` (``sip:127.0.0.1:PORT`` without a user) of
+        :attr:`address`; with ``transport="tcp"`` (tls, ws, wss), of that listener, and
+        ``;transport=tcp`` after it."""
+        addr = self.address if transport is None else self.address_of(transport)
+        return sip_uri(user, addr, transport and transport.lower())
 
     @property
     def log(self) -> list[str]:
@@ -250,7 +250,7 @@ class Responder:
         """Install ``rules`` and empty the journal once every datagram sent before this call
         has been handled: a sentinel OPTIONS (answered by a rule of its own) must come back
         first, so that, say, the ACK a previous test sent cannot land in the fresh journal."""
-        if not self.running:
+        if not self.running or self._probe_target() is None:
             self._call(lambda: self._install(rules, forget), mutates=True)
             return
         probe = Rule(make_match("OPTIONS", headers={PROBE_HEADER: "*"}), (Step.make(200),),
@@ -390,13 +390,19 @@ class Responder:
 
     async def _serve(self) -> None:
         self._stop_event = asyncio.Event()
-        await serve([self._want], self._engine, ExchangeLog(self._stream),
+        udp = [s.addr for s in self._specs if s.scheme == "udp"]
+        streams = [s for s in self._specs if s.scheme != "udp"]
+        await serve(udp, self._engine, ExchangeLog(self._stream),
                     ready=self._on_ready, stop=self._stop_event, signals=False,
-                    journal=self._journal)
+                    journal=self._journal, streams=streams, tls=self._tls)
         if not self._stopping:
             raise RuntimeError("the sip-responder server stopped on its own")
 
     def _on_ready(self, bound: list[Addr]) -> None:
+        # serve() binds the UDP addresses first, then the streams, each in order
+        order = [s.scheme for s in self._specs if s.scheme == "udp"]
+        order += [s.scheme for s in self._specs if s.scheme != "udp"]
+        self._bound = list(zip(order, bound, strict=False))
         self._address = bound[0]
         self._ready.set()
 
@@ -417,11 +423,23 @@ class Responder:
         if error is not None:
             raise error
 
+    def _probe_target(self) -> tuple[str, Addr] | None:
+        """Where the start-up and reset probe goes: UDP, else TCP, else TLS without mutual
+        TLS; None (no probe: a WebSocket or mutual-TLS Responder) otherwise."""
+        for scheme in ("udp", "tcp", "tls"):
+            found = [a for s, a in self._bound if s == scheme]
+            if found and not (scheme == "tls" and self._tls and self._tls.ca):
+                return scheme, found[0]
+        return None
+
     def _probe(self) -> None:
-        host, port = self.address
+        target = self._probe_target()
+        assert target is not None
+        scheme, (host, port) = target
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         deadline = time.monotonic() + self.start_timeout
-        with SipClient((host, port)) as client:
+        ctx = unverified_context() if scheme == "tls" else None
+        with SipClient((host, port), transport=scheme, ssl_context=ctx) as client:
             while True:
                 try:
                     if client.options(headers={PROBE_HEADER: "1"}, timeout=0.5).status == 200:
@@ -466,6 +484,7 @@ class Responder:
         return future.result(self.start_timeout)
 
     def __repr__(self) -> str:
-        where = hostport(self._address) if self._address else f"{self.host}:{self.port}"
+        where = " ".join(f"{s}://{hostport(a)}" for s, a in self._bound) or " ".join(
+            f"{s.scheme}://{hostport(s.addr)}" for s in self._specs)
         state = "running" if self.running else "stopped" if self._stopping else "new"
-        return f"<Responder udp://{where} {state}>"
+        return f"<Responder {where} {state}>"

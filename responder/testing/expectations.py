@@ -13,12 +13,12 @@ import ipaddress
 import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from responder.core.journal import JournalEntry
 from responder.rules.loader import build_ruleset, load_file, load_text, step_from_mapping
 from responder.rules.matcher import explain
-from responder.rules.model import Match, RuleError, RuleSet, Step
+from responder.rules.model import Match, Rule, RuleError, RuleSet, Step, validate_reply
 from responder.rules.oneline import (
     glob,
     is_oneline,
@@ -172,3 +172,38 @@ def report(match: Match, status: Status, count: int | None,
                  + (f" and {discarded} discarded datagram(s)" if discarded else ""))
     return "\n".join(lines)
 
+
+class _Owner(Protocol):
+    def add_rule(self, rule: Rule) -> None: ...
+
+
+class RuleBuilder:
+    """What :meth:`Responder.on` returns: call :meth:`respond` to install the rule."""
+
+    def __init__(self, responder: _Owner, match: Match, name: str, probability: float):
+        self._responder, self.match, self.name = responder, match, name
+        self.probability = probability
+        self._drop_first = 0
+
+    def drop_first(self, count: int) -> RuleBuilder:
+        """Answer nothing to the first ``count`` transmissions of each transaction."""
+        if count < 0:
+            raise RuleError(f"{self.name}: drop_first must be 0 or more, not {count}")
+        self._drop_first = count
+        return self
+
+    def respond(self, *steps: StepLike) -> Rule:
+        """Install the rule in front of the current rules; ``respond("drop")`` answers nothing.
+
+        Steps: a code (``486``), ``"486/2s"``, ``(486, "2s")``, or a dict like a YAML step
+        (``{"code": 486, "after": "2s", "reason": "Busy", "headers": {...}}``, and the fault
+        keys ``jitter``, ``repeat``, ``fault``: docs/faults.md).
+        """
+        if not steps:
+            raise RuleError(f"{self.name}: respond() needs steps, a code or 'drop'")
+        reply = () if steps == ("drop",) else tuple(make_step(s) for s in steps)
+        validate_reply(reply, self.match.methods, [self.name] * len(reply))
+        rule = Rule(self.match, reply, self.name, self.probability, origin="Responder.on()",
+                    drop_first=self._drop_first)
+        self._responder.add_rule(rule)
+        return rule

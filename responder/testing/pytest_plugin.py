@@ -1,11 +1,16 @@
 """pytest fixtures for sip-responder (entry point ``pytest11``, loaded when it is installed).
 
 * ``sip_responder_server`` (session): one :class:`~responder.testing.Responder` on
-  127.0.0.1, a free port, for the whole session; its start rules come from
+  127.0.0.1, UDP and TCP on free ports, for the whole session; its start rules come from
   ``--sip-responder-rules FILE`` or the ini option ``sip_responder_rules`` (default: the
-  built-in rules).
+  built-in rules). Override ``sip_responder_options`` (session) for other arguments
+  (``transports``, ``tls_cert`` ...).
 * ``sip_responder``: that server, reset before each test (start rules, empty journal).
-* ``sip_client``: a :class:`~responder.testing.SipClient` aimed at it, closed afterwards.
+* ``sip_client``: a :class:`~responder.testing.SipClient` aimed at it over
+  ``sip_transport`` (``"udp"``; parametrize it to choose), closed afterwards; override
+  ``sip_client_options`` for more arguments (``ca=`` for TLS).
+* ``sip_client_factory``: ``sip_client_factory("tcp")`` makes more clients, each closed
+  after the test.
 * ``sipvicious``: ``svmap``, ``svwar`` and ``svcrack`` from :mod:`responder.testing.sipvicious`,
   bound to its address (the test is skipped when those tools are missing).
 
@@ -18,6 +23,7 @@ import functools
 import importlib
 import importlib.util
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +58,24 @@ def _rules_path(config: pytest.Config) -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def sip_responder_server(pytestconfig: pytest.Config) -> Iterator[Responder]:
+def sip_responder_options() -> dict[str, Any]:
+    """Keyword arguments of the session's Responder (override it, session-scoped, for
+    ``transports=("udp", "tcp", "tls")``, ``tls_cert=``, ``tls_key=``, ``rules=`` ...)."""
+    return {"transports": ("udp", "tcp")}
+
+
+@pytest.fixture(scope="session")
+def sip_responder_server(pytestconfig: pytest.Config,
+                         sip_responder_options: dict[str, Any]) -> Iterator[Responder]:
     """One sip-responder for the session (stopped at its end); prefer ``sip_responder``."""
-    path = _rules_path(pytestconfig)
+    options = dict(sip_responder_options)
+    path = options.pop("rules", None) or _rules_path(pytestconfig)
     try:
-        responder = Responder(path)
+        responder = Responder(path, **options)
     except RuleError as exc:
         pytest.fail(f"sip-responder: the rules in {path} do not load: {exc}", pytrace=False)
+    except (TypeError, ValueError) as exc:
+        pytest.fail(f"sip-responder: sip_responder_options {options}: {exc}", pytrace=False)
     with responder:
         yield responder
 
@@ -72,10 +89,46 @@ def sip_responder(sip_responder_server: Responder) -> Iterator[Responder]:
 
 
 @pytest.fixture
-def sip_client(sip_responder: Responder) -> Iterator[SipClient]:
-    """A SipClient on 127.0.0.1 whose requests go to ``sip_responder``."""
-    with SipClient(sip_responder.address) as client:
-        yield client
+def sip_transport() -> str:
+    """The transport of ``sip_client``: ``"udp"``; parametrize it to choose
+    (``@pytest.mark.parametrize("sip_transport", ["udp", "tcp"])``)."""
+    return "udp"
+
+
+@pytest.fixture
+def sip_client_options() -> dict[str, Any]:
+    """More keyword arguments of every SipClient the fixtures make (``ca=`` for TLS)."""
+    return {}
+
+
+SipClientFactory = Callable[..., SipClient]
+
+
+@pytest.fixture
+def sip_client_factory(sip_responder: Responder, sip_transport: str,
+                       sip_client_options: dict[str, Any]) -> Iterator[SipClientFactory]:
+    """``sip_client_factory(transport=None, **options)``: a new SipClient whose requests go
+    to ``sip_responder``'s listener of that transport (default ``sip_transport``); every
+    one is closed after the test."""
+    with ExitStack() as clients:
+        def make(transport: str | None = None, **options: Any) -> SipClient:
+            transport = transport or sip_transport
+            try:
+                address = sip_responder.address_of(transport)
+            except LookupError as exc:
+                pytest.fail(f"{exc}: add it to sip_responder_options' transports",
+                            pytrace=False)
+            client = SipClient(address, transport=transport,
+                               **{**sip_client_options, **options})
+            return clients.enter_context(client)
+        yield make
+
+
+@pytest.fixture
+def sip_client(sip_client_factory: SipClientFactory) -> SipClient:
+    """A SipClient on 127.0.0.1 whose requests go to ``sip_responder`` over
+    ``sip_transport``."""
+    return sip_client_factory()
 
 
 @dataclass(frozen=True)
