@@ -103,6 +103,10 @@ class Engine(DialogSide, LabSide):
         self.shard = shard
         self.limits = limits
         self.record = record
+        # Mark (and count) the answers to retransmitted requests that an immediate rule
+        # answers again: what logs, metrics, journal and trace show. Nobody observing (-q,
+        # no metrics, journal or trace): the server turns it off, it costs ~0.7 µs a request.
+        self.marks = True
         self.counters = Counters()
         self.txns = Transactions(limits)
         self.faults = Faults(limits)
@@ -177,13 +181,16 @@ class Engine(DialogSide, LabSide):
             methods[counted] = methods.get(counted, 0) + 1
             # A request seen a moment ago (same branch, Call-ID, CSeq, method): its answer
             # is marked and counted as a retransmission's, whichever path answers it.
-            key = (req.top_via.branch or req.call_id, req.cseq_num, method)
-            seen, slot = self._seen, hash(key) & SEEN_MASK
-            if seen[slot] != key:
-                seen[slot] = key
+            if not self.marks:
                 out = self._handle(req, inbound, now, handed)
             else:
-                out = again(self._handle(req, inbound, now, handed), counters)
+                key = (req.top_via.branch or req.call_id, req.cseq_num, method)
+                seen, slot = self._seen, hash(key) & SEEN_MASK
+                if seen[slot] != key:
+                    seen[slot] = key
+                    out = self._handle(req, inbound, now, handed)
+                else:
+                    out = again(self._handle(req, inbound, now, handed), counters)
         except Discard as d:
             if d.reason == RESPONSE and (self.hangups.by_branch or self.shard is not None):
                 return self._response(inbound, now, handed)

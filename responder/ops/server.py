@@ -203,7 +203,9 @@ def observer(engine: Engine, log: ExchangeLog, stats: ServerStats | None,
     engine.record = journal is not None or trace is not None
     write = None if log.silent else log.write
     tally = stats.observe if stats is not None else None
-    if journal is None and write is None and tally is None and trace is None:
+    # Retransmissions answered by immediate rules are told apart only for someone to see.
+    engine.marks = not (journal is None and write is None and tally is None and trace is None)
+    if not engine.marks:
         return None
     record = journal.observe if journal is not None else None
     traced = trace.observe if trace is not None else None
