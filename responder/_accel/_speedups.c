@@ -752,19 +752,17 @@ static PyObject *source_of(struct sockaddr_storage *ss) {
     return t;
 }
 
-static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
-    (void)self;
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "recv_many: not a file descriptor");
-        return NULL;
+/* One recvmmsg of up to MANY datagrams into rx_buf, each with its source address (and, with
+ * ``control``, an array of MANY buffers of ``room`` bytes, its control messages): how many
+ * came, 0 when none waits, -1 with an exception set. Non-blocking, so the GIL is kept: rx_buf
+ * is one buffer for every thread (several servers may run in one process,
+ * responder.testing), used only under the GIL. */
+static int recv_batch(int fd, struct mmsghdr *msgs, struct iovec *iov,
+                      struct sockaddr_storage *addrs, void *control, size_t room) {
+    if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
-    if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL)
-        return PyErr_NoMemory();
-    struct mmsghdr msgs[MANY];
-    struct iovec iov[MANY];
-    struct sockaddr_storage addrs[MANY];
     for (int i = 0; i < MANY; i++) {
         iov[i].iov_base = rx_buf + (size_t)i * DGRAM;
         iov[i].iov_len = DGRAM;
@@ -773,15 +771,34 @@ static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
         msgs[i].msg_hdr.msg_iovlen = 1;
         msgs[i].msg_hdr.msg_name = &addrs[i];
         msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+        if (control != NULL) {
+            msgs[i].msg_hdr.msg_control = (char *)control + (size_t)i * room;
+            msgs[i].msg_hdr.msg_controllen = room;
+        }
     }
-    /* Non-blocking, so the GIL is kept: rx_buf is one buffer for every thread (several
-     * servers may run in one process, responder.testing), used only under the GIL. */
-    int got = recvmmsg((int)fd, msgs, MANY, MSG_DONTWAIT, NULL), err = errno;
+    int got = recvmmsg(fd, msgs, MANY, MSG_DONTWAIT, NULL), err = errno;
     if (got < 0) {
-        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return PyList_New(0);
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return 0;
         errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
+    return got;
+}
+
+static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
+    (void)self;
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "recv_many: not a file descriptor");
+        return NULL;
+    }
+    struct mmsghdr msgs[MANY];
+    struct iovec iov[MANY];
+    struct sockaddr_storage addrs[MANY];
+    int got = recv_batch((int)fd, msgs, iov, addrs, NULL, 0);
+    if (got <= 0) return got == 0 ? PyList_New(0) : NULL;
     PyObject *out = PyList_New(got);
     if (out == NULL) return NULL;
     for (int i = 0; i < got; i++) {
@@ -842,29 +859,12 @@ static PyObject *speedups_recv_reached(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "recv_reached: a file descriptor and a port");
         return NULL;
     }
-    if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL)
-        return PyErr_NoMemory();
     struct mmsghdr msgs[MANY];
     struct iovec iov[MANY];
     struct sockaddr_storage addrs[MANY];
     union { char buf[CMSG_ROOM]; struct cmsghdr align; } control[MANY];
-    for (int i = 0; i < MANY; i++) {
-        iov[i].iov_base = rx_buf + (size_t)i * DGRAM;
-        iov[i].iov_len = DGRAM;
-        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &addrs[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
-        msgs[i].msg_hdr.msg_control = control[i].buf;
-        msgs[i].msg_hdr.msg_controllen = sizeof control[i].buf;
-    }
-    int got = recvmmsg(fd, msgs, MANY, MSG_DONTWAIT, NULL), err = errno;
-    if (got < 0) {
-        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return PyList_New(0);
-        errno = err;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    int got = recv_batch(fd, msgs, iov, addrs, control, sizeof control[0]);
+    if (got <= 0) return got == 0 ? PyList_New(0) : NULL;
     PyObject *out = PyList_New(got);
     if (out == NULL) return NULL;
     for (int i = 0; i < got; i++) {
