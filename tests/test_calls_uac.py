@@ -267,3 +267,17 @@ def test_after_reliable_copies_the_200_is_still_resent_on_its_own_schedule() -> 
     assert times == [(0.5, 180), (1.5, 180), (2.0, 200), (2.5, 200), (3.5, 200), (5.5, 200),
                      (9.5, 200)]
     assert (e.counters.resent_1xx, e.counters.resent) == (2, 4)
+
+
+def test_over_a_stream_the_bye_takes_the_invites_connection_and_no_timer_e() -> None:
+    """SPEC §8.5 and §9: the BYE leaves over the INVITE's connection, its Via names the
+    transport, and a reliable transport gets no Timer E copies (given up after 32 s)."""
+    e = engine("INVITE->200;hangup=1s")
+    effects = e.receive(Inbound(invite(), SRC, LOCAL, "tcp", 7), 0.0)
+    ok = read_response(sends(effects)[-1].data)
+    assert ok.one("Contact").endswith(";transport=tcp>")
+    (bye,) = sends(e.due(1.0))
+    assert bye.conn == 7 and bye.dest == SRC
+    assert parse(bye.data).top_via.value.startswith("SIP/2.0/TCP 127.0.0.2:5060;branch=")
+    assert e.next_deadline() == 33.0  # Timer F only
+    assert sends(e.due(33.0)) == [] and e.hangups.timed_out == 1

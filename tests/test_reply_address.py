@@ -54,6 +54,7 @@ def ask(host: str, port: int, data: bytes, family: int = socket.AF_INET) -> list
 def test_a_wildcard_listener_answers_from_the_address_the_request_reached() -> None:
     port = free_udp_port("0.0.0.0")
     with ResponderProcess("-q", listen=(f"0.0.0.0:{port}",)) as server:
+        media = server.wait_for_stderr(r"media on udp://0\.0\.0\.0:(\d+)").group(1)
         (only,) = ask("127.0.0.5", port, request("OPTIONS"))
         assert read_response(only).status == 200
         answers = [read_response(d) for d in ask("127.0.0.5", port,
@@ -62,6 +63,8 @@ def test_a_wildcard_listener_answers_from_the_address_the_request_reached() -> N
         assert ok.status == 200
         assert ok.one("Contact") == f"<sip:127.0.0.5:{port}>"
         assert "c=IN IP4 127.0.0.5" in ok.body.decode()
+        # ... and m= names the wildcard's media socket (its port, found through 0.0.0.0)
+        assert f"m=audio {media} RTP/AVP 0" in ok.body.decode()
         # ... and from 127.0.0.1 when that is where it was sent.
         assert read_response(ask("127.0.0.1", port, request("OPTIONS"))[0]).status == 200
         assert server.stop() == 0

@@ -786,36 +786,6 @@ static int recv_batch(int fd, struct mmsghdr *msgs, struct iovec *iov,
     return got;
 }
 
-static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
-    (void)self;
-    long fd = PyLong_AsLong(arg);
-    if (fd == -1 && PyErr_Occurred()) return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "recv_many: not a file descriptor");
-        return NULL;
-    }
-    struct mmsghdr msgs[MANY];
-    struct iovec iov[MANY];
-    struct sockaddr_storage addrs[MANY];
-    int got = recv_batch((int)fd, msgs, iov, addrs, NULL, 0);
-    if (got <= 0) return got == 0 ? PyList_New(0) : NULL;
-    PyObject *out = PyList_New(got);
-    if (out == NULL) return NULL;
-    for (int i = 0; i < got; i++) {
-        PyObject *data = PyBytes_FromStringAndSize(iov[i].iov_base, msgs[i].msg_len);
-        PyObject *source = data ? source_of(&addrs[i]) : NULL;
-        PyObject *pair = source ? PyTuple_Pack(2, data, source) : NULL;
-        Py_XDECREF(data);
-        Py_XDECREF(source);
-        if (pair == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, pair);
-    }
-    return out;
-}
-
 /* The address a datagram was sent to, from its IP_PKTINFO / IPV6_PKTINFO control message
  * (a socket bound to a wildcard address asked for it): (host, port), None when absent. An
  * IPv6 link-local address keeps its zone, as source_of writes one. */
@@ -847,9 +817,54 @@ static PyObject *reached_of(struct msghdr *h, long port) {
     Py_RETURN_NONE;
 }
 
-/* recv_reached(fd, port) -> [(data, (host, port), (host, port) | None), ...]: recv_many for
- * a wildcard-bound socket, each datagram with the address it was sent to (``port``: the
- * socket's). responder.io.udp.recv_pktinfo is its pure-Python twin. */
+/* Up to MANY datagrams waiting on ``fd``: [(data, (host, port)), ...], or with ``port`` >= 0
+ * (a wildcard-bound socket that asked for IP_PKTINFO) [(data, source, reached), ...] where
+ * reached is the address each was sent to, (host, ``port``) or None. */
+static PyObject *recv_list(int fd, long port) {
+    struct mmsghdr msgs[MANY];
+    struct iovec iov[MANY];
+    struct sockaddr_storage addrs[MANY];
+    union { char buf[CMSG_ROOM]; struct cmsghdr align; } control[MANY];
+    int got = recv_batch(fd, msgs, iov, addrs, port >= 0 ? control : NULL, sizeof control[0]);
+    if (got <= 0) return got == 0 ? PyList_New(0) : NULL;
+    PyObject *out = PyList_New(got);
+    if (out == NULL) return NULL;
+    for (int i = 0; i < got; i++) {
+        PyObject *data = PyBytes_FromStringAndSize(iov[i].iov_base, msgs[i].msg_len);
+        PyObject *source = data ? source_of(&addrs[i]) : NULL;
+        PyObject *item = NULL;
+        if (source != NULL && port < 0) {
+            item = PyTuple_Pack(2, data, source);
+        } else if (source != NULL) {
+            PyObject *reached = reached_of(&msgs[i].msg_hdr, port);
+            item = reached ? PyTuple_Pack(3, data, source, reached) : NULL;
+            Py_XDECREF(reached);
+        }
+        Py_XDECREF(data);
+        Py_XDECREF(source);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *speedups_recv_many(PyObject *self, PyObject *arg) {
+    (void)self;
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "recv_many: not a file descriptor");
+        return NULL;
+    }
+    return recv_list((int)fd, -1);
+}
+
+/* recv_reached(fd, port): recv_many for a wildcard-bound socket, each datagram with the
+ * address it was sent to (``port``: the socket's). responder.io.udp.recv_pktinfo is its
+ * pure-Python twin. */
 static PyObject *speedups_recv_reached(PyObject *self, PyObject *args) {
     (void)self;
     int fd;
@@ -859,29 +874,7 @@ static PyObject *speedups_recv_reached(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "recv_reached: a file descriptor and a port");
         return NULL;
     }
-    struct mmsghdr msgs[MANY];
-    struct iovec iov[MANY];
-    struct sockaddr_storage addrs[MANY];
-    union { char buf[CMSG_ROOM]; struct cmsghdr align; } control[MANY];
-    int got = recv_batch(fd, msgs, iov, addrs, control, sizeof control[0]);
-    if (got <= 0) return got == 0 ? PyList_New(0) : NULL;
-    PyObject *out = PyList_New(got);
-    if (out == NULL) return NULL;
-    for (int i = 0; i < got; i++) {
-        PyObject *data = PyBytes_FromStringAndSize(iov[i].iov_base, msgs[i].msg_len);
-        PyObject *source = data ? source_of(&addrs[i]) : NULL;
-        PyObject *reached = source ? reached_of(&msgs[i].msg_hdr, port) : NULL;
-        PyObject *triple = reached ? PyTuple_Pack(3, data, source, reached) : NULL;
-        Py_XDECREF(data);
-        Py_XDECREF(source);
-        Py_XDECREF(reached);
-        if (triple == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, triple);
-    }
-    return out;
+    return recv_list(fd, port);
 }
 
 /* Destination addresses by host string object: responses go to the source a datagram

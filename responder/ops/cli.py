@@ -63,9 +63,9 @@ def _checked(parse: Callable[[str], T]) -> Callable[[str], T]:
     return check
 
 
-def _hostport(text: str, prefixes: tuple[str, ...], default_port: int | None = None) -> Addr:
-    """``HOST:PORT`` or ``[IPV6]:PORT``, after an optional prefix from ``prefixes``; with
-    ``default_port``, ``HOST``, ``[IPV6]`` and a bare IPv6 address take that port."""
+def _hostport(text: str, prefixes: tuple[str, ...]) -> Addr:
+    """``HOST:PORT`` or ``[IPV6]:PORT``, after an optional prefix from ``prefixes`` (the
+    ``--listen`` specs are responder.ops.listen's)."""
     t = text
     for prefix in prefixes:
         if t.lower().startswith(prefix):
@@ -73,15 +73,11 @@ def _hostport(text: str, prefixes: tuple[str, ...], default_port: int | None = N
             break
     if t.startswith("["):
         host, _, rest = t[1:].partition("]")
-        if default_port is not None and rest == "":
-            return host, default_port
         if not rest.startswith(":"):
             raise argparse.ArgumentTypeError(f"{text!r}: expected [IPV6]:PORT")
         port_text = rest[1:]
     else:
         host, sep, port_text = t.rpartition(":")
-        if default_port is not None and (not sep or _is_ipv6(t)):
-            return t, default_port
         if not sep or ":" in host:
             raise argparse.ArgumentTypeError(
                 f"{text!r}: expected HOST:PORT or [IPV6]:PORT")
@@ -89,13 +85,6 @@ def _hostport(text: str, prefixes: tuple[str, ...], default_port: int | None = N
             or int(port_text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT with a port 0-65535")
     return host, int(port_text)
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        return isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address)
-    except ValueError:
-        return False
 
 
 def parse_http(text: str) -> Addr:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from responder.sip.addr import Addr
+from responder.sip.addr import Addr, hostport
 from responder.sip.message import Request
 from responder.sip.uri import name_addr, param, split_commas
 
@@ -61,11 +61,6 @@ def remote_target(invite: Request) -> str | None:
     return parsed[0] if parsed is not None else None
 
 
-def _host(addr: Addr) -> str:
-    host = addr[0].partition("%")[0]
-    return f"[{host}]" if ":" in host else host
-
-
 def bye(invite: Request, tag: str, local: Addr, transport: str, server: str) -> bytes | None:
     """The BYE that ends the dialog ``invite`` made, our To tag ``tag``, sent from
     ``local`` over ``transport``; None when the INVITE gave no Contact to send it to."""
@@ -79,8 +74,8 @@ def bye(invite: Request, tag: str, local: Addr, transport: str, server: str) -> 
     to = invite.to if invite.to_tag is not None else f"{invite.to};tag={tag}"
     lines = [
         f"BYE {uri} SIP/2.0",
-        f"Via: SIP/2.0/{transport.upper()} {_host(local)}:{local[1]};branch={branch_for(tag)}"
-        ";rport",
+        f"Via: SIP/2.0/{transport.upper()} {hostport((local[0].partition('%')[0], local[1]))}"
+        f";branch={branch_for(tag)};rport",
         f"Max-Forwards: {MAX_FORWARDS}",
         f"From: {to}",
         f"To: {invite.from_}",
