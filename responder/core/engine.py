@@ -151,7 +151,10 @@ class Engine(DialogSide, LabSide):
                 **({"rate-sources": rate.stat()} if rate is not None else {})}
 
     def next_deadline(self) -> float | None:
-        first, bye = self.txns.next_deadline(), self.hangups.next_deadline()
+        first = self.txns.next_deadline()
+        if not self.hangups.table:  # (the common case: no BYE of ours waiting)
+            return first
+        bye = self.hangups.next_deadline()
         return first if bye is None else bye if first is None else min(first, bye)
 
     def owner(self, req: Request) -> int:

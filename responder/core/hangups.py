@@ -80,6 +80,8 @@ class Hangups:
             return False
         self.by_branch.pop(entry.branch, None)
         self.cancelled += 1
+        if not self.table:
+            self._heap.clear()  # only stale timers were left
         return True
 
     def answered(self, resp: Response) -> DialogKey | None:
@@ -93,6 +95,8 @@ class Hangups:
             del self.table[key]
             del self.by_branch[entry.branch]
             self.answered_final += 1
+            if not self.table:
+                self._heap.clear()
         else:
             entry.interval = T2  # RFC 3261 §17.1.2.2: a provisional slows Timer E to T2
         return key

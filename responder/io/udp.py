@@ -320,7 +320,7 @@ class UdpTransport:
                 self._carry_out(local, ready)
             if len(batch) < MANY:
                 break
-        self._arm()
+        self.timer.arm()
 
     def _reached(self, recv: RecvReached, local: Addr) -> None:
         """:meth:`_readable` for a wildcard-bound socket: each datagram's own destination
@@ -337,7 +337,7 @@ class UdpTransport:
                 self._carry_out(local, ready)
             if len(batch) < MANY:
                 break
-        self._arm()
+        self.timer.arm()
 
     def _handed(self, inbox: socket.socket) -> None:
         now = self.loop.time()
@@ -353,7 +353,7 @@ class UdpTransport:
                 if effects and self.observe is not None:
                     self.observe(effects)
                 self._carry_out(local, effects)
-        self._arm()
+        self.timer.arm()
 
     def _carry_out(self, local: Addr, effects: list[Effect]) -> None:
         """Send the Sends from the socket at ``local`` (the send call skips every other
@@ -373,9 +373,6 @@ class UdpTransport:
             return local
         wildcard = ("::" if ":" in local[0] else "0.0.0.0", local[1])
         return wildcard if wildcard in self._senders else None
-
-    def _arm(self) -> None:
-        self.timer.arm()
 
     def _timed(self, effects: list[Effect]) -> None:
         """What the engine's timer gave: observed, the streams' taken by them, the rest out
