@@ -368,9 +368,11 @@ def test_a_message_whose_handling_raises_is_counted_and_costs_only_itself(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """SPEC §10: whatever goes wrong inside the engine for one message is a counted discard;
     the messages around it are answered as usual (the transport's batch is never lost)."""
+    import responder.core.answer as answer_module
     import responder.core.engine as engine_module
 
     monkeypatch.setattr(engine_module, "build_step", broken_for_register)
+    monkeypatch.setattr(answer_module, "build_step", broken_for_register)  # the express way
     e = engine()
     assert statuses(feed(e, request("OPTIONS"), SRC, 0.0)) == [200]
     assert feed(e, request("REGISTER", branch="z9hG4bK-reg"), SRC, 0.0) == []

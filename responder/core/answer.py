@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from responder.rules.model import Step
+from responder.core.counters import Counters
+from responder.core.effects import Exchange, Inbound, Send
+from responder.rules.model import RuleSet, Step
 from responder.sip.builder import (
     DIALOG_METHODS,
     Addr,
@@ -23,6 +25,9 @@ from responder.sip.builder import (
 )
 from responder.sip.message import Request
 from responder.sip.parser import COMPILED
+from responder.sip.seeded import Seeded
+
+_new = tuple.__new__  # a NamedTuple from all its fields, without its Python __new__
 
 # build_step's cache: (id(step), method, Contact or None) -> (step, identity, tail). The
 # entry keeps its step alive, so an id is never reused while its entry exists.
@@ -93,3 +98,32 @@ def build_fault(req: Request, ctx: Context, step: Step, tag: str | None,
     return malform(data, fault, lambda n: ctx.seeded.noise(txn, f"garbage{step.code}", n))
 
 
+
+
+# --- the express way (Engine._handle) ---------------------------------------------------------
+Express = tuple[Step, str]  # the one step of a plain rule, and the rule's name
+
+
+def express_table(ruleset: RuleSet, call_methods: frozenset[str]) -> dict[str, Express]:
+    """Per method outside ``call_methods``, the plain rule (``RuleSet.plain``) whose reply is
+    one immediate step with no fault, hangup or reliability: a request of it with no To tag,
+    no Require and no problem is answered by those bytes alone, nothing kept."""
+    return {method: (rule.reply[0], rule.name) for method, rule in ruleset.plain.items()
+            if method not in call_methods and len(rule.reply) == 1
+            and rule.reply[0].plain and rule.reply[0].after <= 0
+            and rule.reply[0].hangup is None and not rule.reply[0].reliable}
+
+
+def express(req: Request, inbound: Inbound, now: float, ruleset: RuleSet, seeded: Seeded,
+            how: Express, counters: Counters) -> Send:
+    """What ``Engine._answer`` sends for an express rule's step, the same bytes and events."""
+    step, rule = how
+    source = inbound.source
+    ctx = _new(Context, (ruleset.identity, seeded, now, source, inbound.local, ruleset.auth,
+                         inbound.transport, inbound.conn))
+    data = build_step(req, ctx, step, seeded.to_tag(req.call_id, req.from_tag))
+    counters.answered += 1
+    exch = _new(Exchange, (now, source, req.method, req.uri, req.call_id, step.code,
+                           step.reason, rule, 0.0, False, 0, counters.received, None,
+                           inbound.transport))
+    return _new(Send, (source, data, exch, inbound.local, inbound.conn))

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterable
 
 from responder.core import names
-from responder.core.answer import build_fault, build_step
+from responder.core.answer import build_fault, build_step, express, express_table
 from responder.core.calls import (
     OFFER_METHODS,
     RESEND_2XX,
@@ -99,6 +99,7 @@ class Engine(DialogSide, LabSide):
         record: bool = False,
     ) -> None:
         self.ruleset = ruleset
+        self.express = express_table(ruleset, CALL_METHODS)
         self.seeded = seeded
         self.shard = shard
         self.limits = limits
@@ -122,6 +123,7 @@ class Engine(DialogSide, LabSide):
     def set_rules(self, ruleset: RuleSet) -> None:
         """Swap the rule set; steps already pending keep their decision."""
         self.ruleset = ruleset
+        self.express = express_table(ruleset, CALL_METHODS)
 
     def forget(self) -> None:
         """Drop every pending step and remembered transaction (a test's clean slate)."""
@@ -225,6 +227,18 @@ class Engine(DialogSide, LabSide):
         return []
 
     def _handle(self, req: Request, inbound: Inbound, now: float, handed: bool) -> list[Effect]:
+        ruleset = self.ruleset
+        fast = self.express.get(req.method)
+        if fast is not None and req.to_tag is None and req.problem is None and not req.require:
+            # outside calls, one immediate step of a plain rule: _answer's bytes, without
+            # its questions (no worker, dialog or media); a retransmission as below
+            txns = self.txns
+            done = (txns.answered(txn_key(req), now) if txns.pending or txns.completed.table
+                    else None)
+            if done is None:
+                return [express(req, inbound, now, ruleset, self.seeded, fast, self.counters)]
+            self.counters.retransmissions += 1
+            return [self._again(s, now, inbound, self.counters.received) for s in done]
         if (self.shard is not None and not handed
                 and (req.method in CALL_METHODS or req.to_tag is not None)):
             # A call's state (the 2xx awaiting its ACK, its media, its dialog) lives with
@@ -239,7 +253,6 @@ class Engine(DialogSide, LabSide):
             if req.body and req.call_id in self.media.calls:
                 late_answer(self.media, req)  # delayed offer: the caller's answer
             return []
-        ruleset = self.ruleset
         source = inbound.source
         ctx = _new(Context, (ruleset.identity, self.seeded, now, source, inbound.local,
                              ruleset.auth, inbound.transport, inbound.conn))

@@ -29,7 +29,10 @@ class EngineTimer:
     def arm(self) -> None:
         """After the engine took something in: be there at its next deadline."""
         deadline = self.engine.next_deadline()
-        if deadline is None or deadline == self._at:
+        if deadline is None or (self._at is not None and self._at <= deadline):
+            # Nothing to wait for, or the armed timer comes first: it fires, takes what is
+            # due then (perhaps nothing) and arms for what is next. So a call whose 2xx
+            # waits for its ACK does not move the loop's timer twice (INVITE, then ACK).
             return
         if self._handle is not None:
             self._handle.cancel()
