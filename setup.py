@@ -9,6 +9,7 @@ setup(
         Extension(
             "responder._accel._speedups",
             ["responder/_accel/_speedups.c"],
+            depends=["responder/_accel/_framing.h"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -6,21 +6,30 @@ socket-free twin of ``echo``) counts and echoes what it may, and every packet it
 goes through ``Media.packet``. The pure side is ``Media(compiled=False)``, every packet
 through ``Media.packet``. Echoes are compared as multisets: in a batch, the ones made in C
 leave before the ones Python makes (RTP receivers order by sequence number).
+
+On a wildcard-bound media socket each packet comes with the address it was sent to and its
+echo leaves from there (``Echo.local``): the same packets through both paths over real
+sockets give the same echoes from the same addresses (the end of this file).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import socket
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import has_ipv6_loopback
 
 from responder.core import media as media_module
-from responder.core.media import PT_LIMIT, SOURCES_LIMIT, Media
+from responder.core.media import PT_LIMIT, SOURCES_LIMIT, Echo, Media
+from responder.io import rtp as rtp_io
 from responder.rules.model import ECHO, NONE, SINK
 from responder.sip.addr import Addr
 
@@ -32,6 +41,8 @@ A, B, C = ("127.0.0.1", 6000), ("127.0.0.1", 6002), ("10.0.0.9", 6000)
 V6, V6_LONG = ("::1", 7000), ("0:0:0:0:0:0:0:1", 7000)  # one address, two spellings
 STRANGER = ("127.0.0.1", 9999)
 SOURCES = [A, B, C, V6, V6_LONG, STRANGER, ("fe80::1%lo", 7000)]
+LOCALS = [None, ("127.0.0.5", 4000), ("::1", 4000), ("fe80::1%lo", 4000)]  # where sent
+Packet = tuple[bytes, Addr] | tuple[bytes, Addr, Addr | None]
 
 
 def rtp(pt: int = 0, seq: int = 1, ts: int = 160, ssrc: int = 0x11223344, size: int = 172,
@@ -47,15 +58,17 @@ def pair(limit: int = 10_000) -> tuple[Media, Media]:
     return compiled, pure
 
 
-def feed(compiled: Media, pure: Media, batch: list[tuple[bytes, Addr]], now: float) -> int:
-    """One batch through both; returns how many packets the C side counted itself."""
+def feed(compiled: Media, pure: Media, batch: Sequence[Packet], now: float) -> int:
+    """One batch through both; returns how many packets the C side counted itself. A packet
+    may carry the address it was sent to (a wildcard-bound socket's): its echo leaves from
+    there, on both sides."""
     fast = compiled.fast
     assert fast is not None
     before = fast.packets
     echoes, rest = fast.feed(batch, now)
     got = [tuple(e) for e in echoes]
-    got += [tuple(e) for d, s in rest if (e := compiled.packet(d, s, now)) is not None]
-    want = [tuple(e) for d, s in batch if (e := pure.packet(d, s, now)) is not None]
+    got += [tuple(e) for d, s, *to in rest if (e := compiled.packet(d, s, now, *to)) is not None]
+    want = [tuple(e) for d, s, *to in batch if (e := pure.packet(d, s, now, *to)) is not None]
     assert Counter(got) == Counter(want)
     return fast.packets - before
 
@@ -184,8 +197,10 @@ STEPS = st.one_of(
     st.tuples(st.just("expect"), st.sampled_from(["c1", "c2", "c3", "c4"]),
               st.sampled_from([A, B, C, V6, V6_LONG, None]), st.sampled_from([ECHO, SINK, NONE]),
               st.sampled_from([None, 101, 96, 0])),
-    st.tuples(st.just("batch"), st.lists(st.tuples(PACKETS, st.sampled_from(SOURCES)),
-                                         max_size=12)),
+    st.tuples(st.just("batch"), st.lists(
+        st.one_of(st.tuples(PACKETS, st.sampled_from(SOURCES)),
+                  st.tuples(PACKETS, st.sampled_from(SOURCES), st.sampled_from(LOCALS))),
+        max_size=12)),
     st.tuples(st.just("facts"), st.sampled_from(["c1", "c2", "c3", "c4"])),
 )
 
@@ -240,7 +255,7 @@ def test_the_source_index_agrees_with_a_dict_through_adds_and_removes() -> None:
         table.take(slot)
     probes = [(rtp(), (h, p)) for h in hosts for p in range(6000, 6008)]
     echoes, rest = table.feed(probes, 1.0)
-    assert {dest for dest, _ in echoes} == set(model)
+    assert {dest for dest, *_ in echoes} == set(model)
     assert len(rest) == len(probes) - len(model)
     counts = Counter(model.values())
     assert [table.take(slot)[0] for slot in range(8)] == [counts[s] for s in range(8)]
@@ -258,6 +273,85 @@ def test_bad_arguments_are_errors_not_crashes() -> None:
         table.set_call(0, True, b"\x01")
     with pytest.raises(TypeError):
         table.feed([b"not a pair"], 1.0)
+    with pytest.raises(TypeError):
+        table.feed([(b"x", ("127.0.0.1", 5), None, None)], 1.0)
+    with pytest.raises(ValueError):
+        table.echo_reached(0, 1.0, 64, 70000)
     assert not table.add_source(("not an address", 5), 0)
     assert not table.add_source(("127.0.0.1", 70000), 0)
     assert table.take(1) == (0, 0, 0, 0, None, None)
+
+
+def test_an_echo_leaves_from_the_address_its_packet_reached_on_both_sides() -> None:
+    compiled, pure = pair()
+    expect(compiled, pure, "call-1", A)
+    to5, to6 = ("127.0.0.5", 4000), ("127.0.0.6", 4000)
+    feed(compiled, pure, [(rtp(seq=1), A, to5)], 1.0)  # a new payload type: Python
+    assert compiled.fast is not None
+    echoes, rest = compiled.fast.feed([(rtp(seq=2), A, to6), (rtp(seq=3), A)], 2.0)
+    assert rest == [] and [(dest, local) for dest, _, local in echoes] == [(A, to6), (A, None)]
+    assert pure.packet(rtp(seq=2), A, 2.0, to6) == Echo(A, echoes[0][1], to6)
+    pure.packet(rtp(seq=3), A, 2.0)
+    feed(compiled, pure, [(rtp(seq=4), A, to5), (rtp(pt=101, seq=5), A, to6)], 3.0)
+    same(compiled, pure)
+
+
+# ------------------------------------------------------------------ a wildcard socket
+
+def _through_wildcard(compiled: bool, family: socket.AddressFamily, reached: list[str],
+                      ) -> list[tuple[bytes, str]]:
+    """Audio and DTMF from one caller to each address in ``reached`` of a media socket bound
+    to the wildcard: the echoes, each with the address it came from (from the socket's
+    port)."""
+    media = Media(0xA5A5A5A5, compiled=compiled)
+    wildcard, caller_host = ("::", "::1") if family == socket.AF_INET6 else ("0.0.0.0",
+                                                                           "127.0.0.1")
+    packets = [rtp(seq=seq, pt=pt) for seq, pt in enumerate([0] * 20 + [101] * 3 + [8] * 20)]
+
+    async def run() -> list[tuple[bytes, str]]:
+        loop = asyncio.get_running_loop()
+        transport = rtp_io.MediaTransport(loop, media)
+        port = transport.open(wildcard)[1]
+        with socket.socket(family, socket.SOCK_DGRAM) as caller:
+            caller.bind((caller_host, 0))
+            caller.setblocking(False)
+            media.expect("call-1", caller.getsockname()[:2], ECHO, 101)
+            got: list[tuple[bytes, tuple[str, int]]] = []
+            try:
+                for i, data in enumerate(packets):
+                    for host in reached:
+                        caller.sendto(data, (host, port))
+                    if i == 0:  # the first: through Python, one by one; then batches
+                        got += [await _recvfrom(loop, caller) for _ in reached]
+                while len(got) < len(reached) * len(packets):
+                    got.append(await _recvfrom(loop, caller))
+            finally:
+                transport.close()
+            assert {p for _, (_, p) in got} == {port}
+            return [(data, host) for data, (host, _) in got]
+
+    return asyncio.run(run())
+
+
+async def _recvfrom(loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                    ) -> tuple[bytes, tuple[str, int]]:
+    data, source = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), 5.0)
+    return data, (source[0], source[1])
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_both_paths_echo_the_same_from_the_address_each_packet_reached(
+        family: socket.AddressFamily, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a socket bound to 0.0.0.0 (or ::): the compiled echo (EchoTable.echo_reached,
+    the first packet and DTMF through Python) and the pure one send the same echoes, each
+    from the address its packet was sent to, not the one the kernel would pick."""
+    if family == socket.AF_INET6 and not has_ipv6_loopback():
+        pytest.skip("no IPv6 loopback here")
+    if not rtp_io.COMPILED_REACHED:
+        pytest.skip("the compiled wildcard send is not built")
+    reached = ["::1"] if family == socket.AF_INET6 else ["127.0.0.5", "127.0.0.6", "127.0.0.1"]
+    fast = _through_wildcard(True, family, reached)
+    monkeypatch.setattr(rtp_io, "COMPILED_ECHO", False)
+    slow = _through_wildcard(False, family, reached)
+    assert Counter(fast) == Counter(slow)
+    assert Counter(host for _, host in fast) == {host: 43 for host in reached}

@@ -111,6 +111,9 @@ IN_NAMESPACE = textwrap.dedent("""
     while "listening on" not in line:
         line = server.stderr.readline()
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        # from ::1: a reply left to the kernel's choice of source would come from ::1 too,
+        # and this connected socket would drop it
+        sock.bind(("::1", 0))
         sock.connect(("fd00::5", 5060))
         sock.settimeout(5.0)
         sock.send(sys.stdin.buffer.read())

@@ -179,3 +179,47 @@ def test_the_compiled_echo_over_ipv6() -> None:
     facts = media.facts("call-6")
     assert facts is not None and (facts.packets_in, facts.packets_out) == (60, 60)
     assert media.fast.packets == 59
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_wildcard_socket_echoes_to_a_caller_connected_to_the_address_it_sent_to(
+        compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bound to 0.0.0.0, the media socket echoes audio and DTMF from 127.0.0.5 to a caller
+    connect()-ed there (a connected UDP socket drops datagrams from any other address;
+    without IP_PKTINFO the echo would leave from 127.0.0.1)."""
+    media = Media(ssrc_key=7, compiled=compiled)
+    if compiled and not (rtp.COMPILED_ECHO and rtp.COMPILED_REACHED and media.fast is not None):
+        pytest.skip("the compiled fast path is not built")
+    monkeypatch.setattr(rtp, "COMPILED_ECHO", compiled)
+    packets = ([packet(seq) for seq in range(50)]
+               + [dtmf(50 + i, 9, 8000, end=i >= 3) for i in range(6)]
+               + [packet(seq) for seq in range(56, 106)])
+
+    async def run() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        transport = rtp.MediaTransport(loop, media)
+        port = transport.open("0.0.0.0")[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as caller:
+            caller.bind(("127.0.0.1", 0))
+            caller.connect(("127.0.0.5", port))
+            caller.setblocking(False)
+            media.expect("call-1", caller.getsockname(), ECHO, 101)
+            try:
+                got: list[bytes] = []
+                for data in packets:
+                    caller.send(data)
+                    if not got:  # the first one through Python
+                        got.append(await asyncio.wait_for(loop.sock_recv(caller, 2048), 5.0))
+                while len(got) < len(packets):
+                    got.append(await asyncio.wait_for(loop.sock_recv(caller, 2048), 5.0))
+                return got
+            finally:
+                transport.close()
+
+    got = asyncio.run(run())
+    assert sorted(struct.unpack("!H", p[2:4])[0] for p in got) == list(range(106))
+    facts = media.facts("call-1")
+    assert facts is not None
+    assert (facts.packets_in, facts.packets_out, facts.digits) == (106, 106, "9")
+    if compiled:
+        assert media.fast is not None and media.fast.packets >= 90  # audio, in C

@@ -364,6 +364,30 @@ def test_a_peer_that_does_not_read_stops_being_read() -> None:
     run(main)
 
 
+def test_past_write_max_unsent_bytes_the_connection_closes_even_below_write_high() -> None:
+    """Unsent bytes are looked at only once the transport paused us (above write_high),
+    unless write_max is the lower bound: then at every write."""
+    async def main() -> None:
+        limits = STREAM_LIMITS._replace(write_high=1024 * 1024, write_max=8 * 1024)
+        async with Server(limits=limits) as srv:
+            addr = await srv.listen("tcp")
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, addr)
+            client = await srv.connect(addr, sock=sock)
+            await until(lambda: srv.streams.open_connections == 1)
+            (conn,) = srv.streams.conns.values()
+            conn.transport.get_extra_info("socket").setsockopt(  # type: ignore[attr-defined]
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            client.writer.write(b"".join(request("OPTIONS", call_id=f"{i}@t",
+                                                 branch=f"z9hG4bK-{i}") for i in range(1000)))
+            await until(lambda: srv.streams.counts["write-overflow"] == 1)
+            assert srv.streams.open_connections == 0
+            client.close()
+    run(main)
+
+
 def test_scheme_and_tls_must_agree(certs: Certs, tmp_path: Path) -> None:
     async def main() -> None:
         async with Server() as srv:
@@ -427,6 +451,35 @@ def test_sends_go_over_their_connection_or_another_from_that_peer_else_are_count
         assert other.sent == []
         await streams.close()
         assert other.shut
+    run(main)
+
+
+def test_the_answers_of_one_read_go_out_in_one_write_per_connection() -> None:
+    async def main() -> None:
+        srv = Server()
+        streams = srv.streams
+        peer, l1 = ("192.0.2.7", 40000), ("127.0.0.1", 5060)
+        a, b = FakeConn(peer, l1), FakeConn(("192.0.2.8", 1), l1)
+        w1, w2 = FakeConn(("192.0.2.9", 2), l1, "ws"), FakeConn(("192.0.2.9", 3), l1, "wss")
+        for c in (a, b, w1, w2):
+            streams.opened(c)
+        datagram = Send(("192.0.2.9", 5060), b"u", None, l1)
+        rest = streams.deliver([Send(peer, b"1", None, l1, a.id), Send(b.peer, b"x", None, l1),
+                                datagram, Send(peer, b"2", None, l1),  # by (local, peer)
+                                Send(peer, b"3", None, l1, a.id), Send(b.peer, b"y", None, l1,
+                                                                       b.id)], a)
+        assert rest == [datagram]
+        assert a.sent == [b"123"] and b.sent == [b"xy"]
+        streams.deliver([Send(w1.peer, b"4", None, l1, w1.id), Send(w1.peer, b"5", None, l1),
+                         Send(w2.peer, b"6", None, l1, w2.id)], w1)
+        assert w1.sent == [b"4", b"5"] and w2.sent == [b"6"]  # one WebSocket message each
+        streams.closed(a)  # the connection it came on is gone: another from that peer
+        c = FakeConn(peer, ("127.0.0.1", 5061))
+        streams.opened(c)
+        assert streams.deliver([Send(peer, b"7", None, l1, a.id),
+                                Send(peer, b"8", None, l1, a.id)], a) == []
+        assert c.sent == [b"78"] and a.sent == [b"123"]
+        await streams.close()
     run(main)
 
 

@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include "_framing.h"  /* frame(): Framer.feed's hot case (issue 14) */
 
 /* Request fields, in the dataclass's order (responder/sip/message.py): parse() sets every
  * one of them, by its slot's offset (configure() looks the offsets up by name). */
@@ -1549,6 +1550,12 @@ done:
  * the counts to Python (Media.facts adds them to the call's). feed(packets, now) is the
  * same without a socket, for the differential tests (tests/test_media_accel.py).
  *
+ * On a socket bound to a wildcard address (echo_reached: the socket asked for IP_PKTINFO /
+ * IPV6_RECVPKTINFO), each echo leaves from the address its packet was sent to
+ * (sendmmsg with an IP_PKTINFO / IPV6_PKTINFO control message made from the one the packet
+ * came with), so a phone that connect()s its RTP socket, or drops what does not come from
+ * the address it sends to, gets it; the packets for Python carry that address too.
+ *
  * Bounded: ``calls`` slots (Media's call limit) and ``sources`` addresses (calls x 4) in
  * an open-addressing table of at least 1.5 x sources buckets (linear probing, keyed hash,
  * deletion by backward shift: no tombstones). */
@@ -1858,12 +1865,14 @@ static PyObject *echo_table_feed(EchoTable *t, PyObject *args) {
     if (echoes == NULL || rest == NULL) goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(packets); i++) {
         PyObject *item = PyList_GET_ITEM(packets, i);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2 ||
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2 || PyTuple_GET_SIZE(item) > 3 ||
             !PyBytes_Check(PyTuple_GET_ITEM(item, 0))) {
-            PyErr_SetString(PyExc_TypeError, "feed: a list of (bytes, (host, port))");
+            PyErr_SetString(PyExc_TypeError,
+                            "feed: a list of (bytes, (host, port)[, (host, port) | None])");
             goto fail;
         }
         PyObject *data = PyTuple_GET_ITEM(item, 0), *source = PyTuple_GET_ITEM(item, 1);
+        PyObject *local = PyTuple_GET_SIZE(item) == 3 ? PyTuple_GET_ITEM(item, 2) : Py_None;
         echo_source k;
         int echo = 0, done = 0;
         PyObject *copy = NULL;
@@ -1875,9 +1884,9 @@ static PyObject *echo_table_feed(EchoTable *t, PyObject *args) {
         }
         int bad = 0;
         if (echo) {
-            PyObject *pair = PyTuple_Pack(2, source, copy);
-            bad = pair == NULL || PyList_Append(echoes, pair) < 0;
-            Py_XDECREF(pair);
+            PyObject *echoed = PyTuple_Pack(3, source, copy, local);
+            bad = echoed == NULL || PyList_Append(echoes, echoed) < 0;
+            Py_XDECREF(echoed);
         } else if (!done) {
             bad = PyList_Append(rest, item) < 0;
         }
@@ -1894,14 +1903,50 @@ fail:
     return NULL;
 }
 
+/* The control message that makes an echo leave from the address its packet was sent to,
+ * written to ``buf`` (CMSG_ROOM bytes, aligned) from the IP_PKTINFO / IPV6_PKTINFO message
+ * the packet came with: IPv4 with interface 0 (the route picks it), IPv6 with the packet's
+ * interface for a link-local address (its zone) and 0 otherwise -- the address
+ * reached_of names, so the echoes made here and those Python makes leave from the same
+ * one. Its length; 0: the packet came without one (the kernel then picks). */
+static size_t echo_pktinfo(struct msghdr *in, char *buf) {
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(in); c != NULL; c = CMSG_NXTHDR(in, c)) {
+        struct cmsghdr *o = (struct cmsghdr *)buf;
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+            struct in_pktinfo got, info;
+            memcpy(&got, CMSG_DATA(c), sizeof got);
+            memset(&info, 0, sizeof info);
+            info.ipi_spec_dst = got.ipi_addr;
+            o->cmsg_level = IPPROTO_IP;
+            o->cmsg_type = IP_PKTINFO;
+            o->cmsg_len = CMSG_LEN(sizeof info);
+            memcpy(CMSG_DATA(o), &info, sizeof info);
+            return CMSG_SPACE(sizeof info);
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+            struct in6_pktinfo info;
+            memcpy(&info, CMSG_DATA(c), sizeof info);
+            if (!IN6_IS_ADDR_LINKLOCAL(&info.ipi6_addr)) info.ipi6_ifindex = 0;
+            o->cmsg_level = IPPROTO_IPV6;
+            o->cmsg_type = IPV6_PKTINFO;
+            o->cmsg_len = CMSG_LEN(sizeof info);
+            memcpy(CMSG_DATA(o), &info, sizeof info);
+            return CMSG_SPACE(sizeof info);
+        }
+    }
+    return 0;
+}
+
 /* echo(fd, now, budget) -> (read, rest): up to ``budget`` datagrams (rounded up to whole
  * batches of MANY) read, counted and echoed here; ``rest``: [(data, (host, port)), ...]
- * the ones for Python, in arrival order. */
-static PyObject *echo_table_echo(EchoTable *t, PyObject *args) {
-    int fd;
-    double now;
-    Py_ssize_t budget;
-    if (!PyArg_ParseTuple(args, "idn:echo", &fd, &now, &budget)) return NULL;
+ * the ones for Python, in arrival order. echo_reached(fd, now, budget, port): the same for
+ * a socket bound to a wildcard address on ``port`` that asked for IP_PKTINFO: each echo
+ * leaves from the address its packet reached, and ``rest`` is [(data, source, (host, port)
+ * | None), ...] with that address (as recv_reached gives it). ``port`` -1: echo. */
+static PyObject *echo_run(EchoTable *t, int fd, double now, Py_ssize_t budget, long port) {
+    int reached = port >= 0;
     if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL)
         return PyErr_NoMemory();
     PyObject *rest = PyList_New(0);
@@ -1912,6 +1957,8 @@ static PyObject *echo_table_echo(EchoTable *t, PyObject *args) {
     echo_source keys[MANY];
     uint64_t hashes[MANY];
     int known[MANY];
+    /* reached: each packet's control message in, each echo's out */
+    union { char buf[CMSG_ROOM]; struct cmsghdr align; } cin[MANY], cout[MANY];
     Py_ssize_t read = 0;
     int rounds = 0;
     while (read < budget && rounds++ <= budget / MANY) {
@@ -1923,6 +1970,10 @@ static PyObject *echo_table_echo(EchoTable *t, PyObject *args) {
             msgs[i].msg_hdr.msg_iovlen = 1;
             msgs[i].msg_hdr.msg_name = &addrs[i];
             msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
+            if (reached) {
+                msgs[i].msg_hdr.msg_control = cin[i].buf;
+                msgs[i].msg_hdr.msg_controllen = sizeof cin[i].buf;
+            }
         }
         int got = recvmmsg(fd, msgs, MANY, MSG_DONTWAIT, NULL);
         if (got < 0) {
@@ -1957,14 +2008,25 @@ static PyObject *echo_table_echo(EchoTable *t, PyObject *args) {
                 out[k].msg_hdr.msg_iovlen = 1;
                 out[k].msg_hdr.msg_name = &addrs[i];
                 out[k].msg_hdr.msg_namelen = msgs[i].msg_hdr.msg_namelen;
+                if (reached) {
+                    size_t len = echo_pktinfo(&msgs[i].msg_hdr, cout[k].buf);
+                    if (len > 0) {
+                        out[k].msg_hdr.msg_control = cout[k].buf;
+                        out[k].msg_hdr.msg_controllen = len;
+                    }
+                }
                 k++;
                 continue;
             }
             PyObject *bytes = PyBytes_FromStringAndSize((const char *)data, n);
             PyObject *source = bytes ? source_of(&addrs[i]) : NULL;
-            PyObject *pair = source ? PyTuple_Pack(2, bytes, source) : NULL;
+            PyObject *to = source && reached ? reached_of(&msgs[i].msg_hdr, port) : NULL;
+            PyObject *pair = !source ? NULL
+                             : !reached ? PyTuple_Pack(2, bytes, source)
+                             : to ? PyTuple_Pack(3, bytes, source, to) : NULL;
             Py_XDECREF(bytes);
             Py_XDECREF(source);
+            Py_XDECREF(to);
             if (pair == NULL || PyList_Append(rest, pair) < 0) {
                 Py_XDECREF(pair);
                 Py_DECREF(rest);
@@ -1990,6 +2052,27 @@ static PyObject *echo_table_echo(EchoTable *t, PyObject *args) {
     return r;
 }
 
+static PyObject *echo_table_echo(EchoTable *t, PyObject *args) {
+    int fd;
+    double now;
+    Py_ssize_t budget;
+    if (!PyArg_ParseTuple(args, "idn:echo", &fd, &now, &budget)) return NULL;
+    return echo_run(t, fd, now, budget, -1);
+}
+
+static PyObject *echo_table_echo_reached(EchoTable *t, PyObject *args) {
+    int fd;
+    double now;
+    Py_ssize_t budget;
+    long port;
+    if (!PyArg_ParseTuple(args, "idnl:echo_reached", &fd, &now, &budget, &port)) return NULL;
+    if (port < 0 || port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "echo_reached: port is 0 to 65535");
+        return NULL;
+    }
+    return echo_run(t, fd, now, budget, port);
+}
+
 static PyMethodDef echo_table_methods[] = {
     {"set_call", (PyCFunction)echo_table_set_call, METH_VARARGS,
      "set_call(slot, echo, fast): whether the call echoes, and its payload types counted "
@@ -2006,11 +2089,15 @@ static PyMethodDef echo_table_methods[] = {
      "remove_source((host, port), slot) -> bool: forgotten if it was the slot's."},
     {"clear", (PyCFunction)echo_table_clear, METH_NOARGS, "clear(): no calls, no sources."},
     {"feed", (PyCFunction)echo_table_feed, METH_VARARGS,
-     "feed([(data, (host, port)), ...], now) -> (echoes, rest): echo() without a socket; "
-     "echoes [((host, port), data), ...]."},
+     "feed([(data, (host, port)[, local]), ...], now) -> (echoes, rest): echo() without a "
+     "socket; echoes [((host, port), data, local or None), ...]."},
     {"echo", (PyCFunction)echo_table_echo, METH_VARARGS,
      "echo(fd, now, budget) -> (read, rest): datagrams read from the non-blocking socket, "
      "counted and echoed here; rest: [(data, (host, port)), ...] for Python."},
+    {"echo_reached", (PyCFunction)echo_table_echo_reached, METH_VARARGS,
+     "echo_reached(fd, now, budget, port) -> (read, rest): echo() for a socket bound to a "
+     "wildcard address on port (IP_PKTINFO asked): each echo leaves from the address its "
+     "packet reached; rest: [(data, (host, port), (host, port) | None), ...] with it."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2062,6 +2149,10 @@ static PyMethodDef methods[] = {
     {"recv_reached", speedups_recv_reached, METH_VARARGS,
      "recv_reached(fd, port) -> [(data, (host, port), (host, port) | None), ...]: recv_many "
      "with the address each datagram was sent to (IP_PKTINFO), for a wildcard socket."},
+    {"frame", (PyCFunction)(void (*)(void))speedups_frame, METH_FASTCALL,
+     "frame(buf, pos, crlfs, ping) -> (frames, pos, crlfs): Framer.feed's hot case from pos "
+     "between messages: whole messages and pings, up to where Python must go on "
+     "(responder/_accel/_framing.h)."},
     {NULL, NULL, 0, NULL},
 };
 

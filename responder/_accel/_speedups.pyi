@@ -1,4 +1,5 @@
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from responder.sip.message import Request, TopVia
 
@@ -31,6 +32,11 @@ def respond(
     tail: bytes,
 ) -> bytes | None: ...
 def tag_state(key: bytes) -> bytes: ...
+# Framer.feed's hot case from pos (between messages): (the messages and pings framed,
+# where Python goes on, the line ends seen); responder/_accel/_framing.h.
+def frame(
+    buf: bytes | bytearray, pos: int, crlfs: int, ping: object
+) -> tuple[list[Any], int, int]: ...
 def to_tag(state: bytes, call_id: str | None, from_tag: str | None) -> str | None: ...
 
 class EchoTable:
@@ -51,8 +57,18 @@ class EchoTable:
     def remove_source(self, source: tuple[str, int], slot: int) -> bool: ...
     def clear(self) -> None: ...
     def feed(
-        self, packets: list[tuple[bytes, tuple[str, int]]], now: float
-    ) -> tuple[list[tuple[tuple[str, int], bytes]], list[tuple[bytes, tuple[str, int]]]]: ...
+        self,
+        packets: Sequence[tuple[bytes, tuple[str, int]]
+                          | tuple[bytes, tuple[str, int], tuple[str, int] | None]],
+        now: float,
+    ) -> tuple[
+        list[tuple[tuple[str, int], bytes, tuple[str, int] | None]],
+        list[tuple[bytes, tuple[str, int]]
+             | tuple[bytes, tuple[str, int], tuple[str, int] | None]],
+    ]: ...
     def echo(
         self, fd: int, now: float, budget: int
     ) -> tuple[int, list[tuple[bytes, tuple[str, int]]]]: ...
+    def echo_reached(
+        self, fd: int, now: float, budget: int, port: int
+    ) -> tuple[int, list[tuple[bytes, tuple[str, int], tuple[str, int] | None]]]: ...

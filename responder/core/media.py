@@ -12,8 +12,10 @@ the media socket and returns what to send back (the echo) or None.
   may send from another address than its SDP names: NAT, a wildcard bind), and the source is
   learnt.
 * ``echo``: the packet goes back to its SOURCE (symmetric RTP, RFC 4961 -- never to an
-  address taken from the SDP), its SSRC replaced by a keyed transform (XOR with a value
-  drawn from the seed), so the caller sees a stream that is not its own. RTCP (RFC 5761
+  address taken from the SDP), from the address it was sent to (``local``, given by the
+  socket when it is bound to a wildcard address: the echo's ``local``), its SSRC replaced by
+  a keyed transform (XOR with a value drawn from the seed), so the caller sees a stream that
+  is not its own. RTCP (RFC 5761
   packet types 200-204) is counted, not echoed. ``sink``: counted, nothing sent.
 * Facts per call: packets and bytes in and out, payload types seen, first and last arrival,
   RTCP packets, and the RFC 4733 DTMF digits received (one per event, whatever the number
@@ -58,8 +60,8 @@ PAYLOAD_TYPES = 128          # 7 bits
 
 def _check(ext: ModuleType) -> str | None:
     """Why the compiled EchoTable does not fit this module (None: it does)."""
-    if not hasattr(ext, "EchoTable"):
-        return "no EchoTable (built from older source?)"
+    if not hasattr(getattr(ext, "EchoTable", None), "echo_reached"):
+        return "no EchoTable.echo_reached (built from older source?)"
     return mismatch(assumptions(ext, "media"),
                     {"RTP version": 2, "fixed RTP header": MIN_RTP,
                      "payload types": PAYLOAD_TYPES, "RTCP payload types": (RTCP[0], RTCP[-1])})
@@ -70,10 +72,13 @@ ECHO_TABLE = adopt(SPEEDUPS, "RTP echo", _check)[0]
 
 
 class Echo(NamedTuple):
-    """One packet to send back: what the socket's batched send takes (dest, data first)."""
+    """One packet to send back: what the socket's batched send takes (dest, data first),
+    and the address to send it from (the one its packet reached, on a wildcard-bound media
+    socket; None: the socket's own)."""
 
     dest: Addr
     data: bytes
+    local: Addr | None = None
 
 
 @dataclass(slots=True)
@@ -224,8 +229,10 @@ class Media:
         if self.fast is not None:
             self.fast.clear()
 
-    def packet(self, data: bytes, source: Addr, now: float) -> Echo | None:
-        """One datagram at the media socket: the echo to send, or None."""
+    def packet(self, data: bytes, source: Addr, now: float,
+               local: Addr | None = None) -> Echo | None:
+        """One datagram at the media socket: the echo to send (from ``local``, the address
+        the datagram was sent to, when the socket said), or None."""
         self.read += 1
         call = self._by_source.get(source)
         if call is None:
@@ -260,7 +267,7 @@ class Media:
         self.echoed += 1
         k = self._key_bytes
         ssrc = bytes((data[8] ^ k[0], data[9] ^ k[1], data[10] ^ k[2], data[11] ^ k[3]))
-        return Echo(source, data[:8] + ssrc + data[12:])
+        return Echo(source, data[:8] + ssrc + data[12:], local)
 
     def _dtmf(self, call: CallMedia, data: bytes) -> None:
         """RFC 4733 §2.3: one digit per event, however many packets (and the three end

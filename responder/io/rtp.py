@@ -10,6 +10,15 @@ here: the media table decides (:class:`responder.core.media.Media`).
   after them.
 * Pure Python: every datagram through :meth:`Media.packet` (the same counts and echoes).
 
+A media socket bound to a wildcard address (``0.0.0.0``, ``::``: the listen address was one)
+sends each echo from the address its packet was sent to, as the SIP socket does its replies
+(responder.io.udp, SPEC §4): the kernel says it with each datagram (``IP_PKTINFO``,
+``IPV6_RECVPKTINFO``, asked for by ``bind_udp``), the echo carries it (``Echo.local``) and
+leaves with it as a control message (compiled: ``EchoTable.echo_reached``,
+straight from the packet's own control message; pure Python: ``recvmsg``/``sendmsg``). A
+phone that ``connect()``-s its RTP socket to the address it sends to, or drops what comes
+from elsewhere, gets its echo. Sockets bound to one address read and send as before.
+
 A busy socket is read every ``hold`` seconds instead of on each readable event: after a
 read that found datagrams the reader is removed and the socket read again ``hold`` later,
 and so on until a read finds none (then the reader is back). Media arrives every 20 ms per
@@ -23,17 +32,30 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from functools import partial
+from functools import lru_cache, partial
 
 from responder._accel import SPEEDUPS
+from responder.core.effects import Send
 from responder.core.media import Echo, Media
-from responder.io.udp import MANY, bind_udp, recv_many, send_fits
+from responder.io.udp import (
+    MANY,
+    WILDCARDS,
+    bind_udp,
+    pktinfo_message,
+    recv_many,
+    recv_pktinfo,
+    send_fits,
+    zone_sockaddr,
+)
 from responder.sip.addr import Addr
 
 BATCH = 1024  # datagrams per read at most (a 20 ms frame of 500 calls is 500 packets)
 HOLD = 0.002  # seconds a busy media socket fills before it is read again (see above)
 
 COMPILED_ECHO = SPEEDUPS is not None and send_fits(Echo)  # checked once, at load
+# ... and for a wildcard-bound socket (the echoes Python makes are sent as Sends from local)
+COMPILED_REACHED = send_fits(Send) and hasattr(SPEEDUPS, "recv_reached")
+_from = lru_cache(maxsize=256)(pktinfo_message)  # the control message of a local address
 
 
 def send_echoes(sock: socket.socket, echoes: list[Echo]) -> int:
@@ -42,6 +64,25 @@ def send_echoes(sock: socket.socket, echoes: list[Echo]) -> int:
     for echo in echoes:
         try:
             sock.sendto(echo.data, echo.dest)
+        except OSError:
+            failed += 1
+    return failed
+
+
+def send_echoes_from(sock: socket.socket, echoes: list[Echo]) -> int:
+    """:func:`send_echoes` for a wildcard-bound socket: each echo from its ``local`` address
+    (``sendmsg`` with IP_PKTINFO / IPV6_PKTINFO); returns the failures."""
+    failed = 0
+    for echo in echoes:
+        dest: tuple[str, int] | tuple[str, int, int, int] = echo.dest
+        try:
+            if "%" in dest[0]:  # link-local: keep the zone (see io.udp.zone_sockaddr)
+                dest = zone_sockaddr(*echo.dest)
+            cmsg = _from(echo.local[0]) if echo.local is not None else None
+            if cmsg is None:
+                sock.sendto(echo.data, dest)
+            else:
+                sock.sendmsg([echo.data], [cmsg], 0, dest)
         except OSError:
             failed += 1
     return failed
@@ -74,6 +115,9 @@ class MediaTransport:
         local: Addr = sock.getsockname()[:2]
         self.sockets[local] = sock
         fd = sock.fileno()
+        if local[0] in WILDCARDS:  # SPEC §4: each echo from the address its packet reached
+            self._open_reached(sock, fd, local[1])
+            return local
         recv: Callable[[], list[tuple[bytes, Addr]]]
         send: Callable[[list[Echo]], int]
         if COMPILED_ECHO and SPEEDUPS is not None:
@@ -92,6 +136,28 @@ class MediaTransport:
             pump = partial(self._pump, recv, send)
         self.loop.add_reader(fd, self._readable, fd, pump)
         return local
+
+    def _open_reached(self, sock: socket.socket, fd: int, port: int) -> None:
+        """:meth:`open`'s reading and sending for a socket bound to a wildcard address."""
+        recv: Callable[[], list[tuple[bytes, Addr, Addr | None]]]
+        send: Callable[[list[Echo]], int]
+        compiled = COMPILED_ECHO and COMPILED_REACHED
+        if compiled and SPEEDUPS is not None:
+            fam, many = int(sock.family), SPEEDUPS.send_many
+            recv = partial(SPEEDUPS.recv_reached, fd, port)
+
+            def send(echoes: list[Echo]) -> int:  # first packets, DTMF: not the hot path
+                return int(many(fd, fam, [Send(e.dest, e.data, None, e.local) for e in echoes],
+                                Send, True))
+        else:
+            recv = partial(recv_pktinfo, sock, port)
+            send = partial(send_echoes_from, sock)
+        pump: Pump
+        if compiled and self.media.fast is not None:
+            pump = partial(self._pump_compiled_reached, fd, port, send)
+        else:
+            pump = partial(self._pump_reached, recv, send)
+        self.loop.add_reader(fd, self._readable, fd, pump)
 
     def close(self) -> None:
         for handle in self._held.values():
@@ -127,6 +193,49 @@ class MediaTransport:
             echoes = [e for data, source in rest if (e := packet(data, source, now)) is not None]
             if echoes:
                 self._send_errors += send(echoes)
+        return read
+
+    def _pump_compiled_reached(self, fd: int, port: int,
+                               send: Callable[[list[Echo]], int]) -> int:
+        """:meth:`_pump_compiled` for a wildcard-bound socket: the table echoes from the
+        address each packet reached, and gives it with the packets it leaves to Python."""
+        fast = self.media.fast
+        assert fast is not None
+        now = self.loop.time()
+        try:
+            read, rest = fast.echo_reached(fd, now, BATCH, port)
+        except OSError:
+            return 0
+        if rest:
+            packet = self.media.packet
+            echoes = [e for data, source, reached in rest
+                      if (e := packet(data, source, now, reached)) is not None]
+            if echoes:
+                self._send_errors += send(echoes)
+        return read
+
+    def _pump_reached(self, recv: Callable[[], list[tuple[bytes, Addr, Addr | None]]],
+                      send: Callable[[list[Echo]], int]) -> int:
+        """:meth:`_pump` for a wildcard-bound socket: each datagram with the address it
+        reached, each echo from it."""
+        packet = self.media.packet
+        now = self.loop.time()
+        read = 0
+        for _ in range(BATCH // MANY):
+            try:
+                batch = recv()
+            except OSError:
+                continue
+            read += len(batch)
+            echoes = []
+            for data, source, reached in batch:
+                echo = packet(data, source, now, reached)
+                if echo is not None:
+                    echoes.append(echo)
+            if echoes:
+                self._send_errors += send(echoes)
+            if len(batch) < MANY:
+                break
         return read
 
     def _pump(self, recv: Callable[[], list[tuple[bytes, Addr]]],

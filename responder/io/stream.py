@@ -194,11 +194,11 @@ class StreamTransport:
         now = self.touch(conn)
         effects: list[Effect] = []
         receive = self.engine.receive
+        peer, local, scheme, cid = conn.peer, conn.local, conn.scheme, conn.id
         for frame in conn.framer.feed(data):
             if type(frame) is bytes:
                 self.messages += 1
-                out = receive(_new(Inbound, (frame, conn.peer, conn.local, conn.scheme,
-                                             conn.id)), now)
+                out = receive(_new(Inbound, (frame, peer, local, scheme, cid)), now)
                 if out:
                     effects += out
                 continue
@@ -267,35 +267,46 @@ class StreamTransport:
         ``came_on``: the connection the effects answer (the first choice for a Send
         without ``conn`` to its peer)."""
         rest: list[Effect] = []
-        writes: dict[Conn, list[bytes]] = {}
+        own: list[bytes] = []  # for ``came_on`` while it is open: the common case
+        writes: dict[Conn, list[bytes]] = {}  # for any other connection
+        cid = came_on.id if came_on is not None and came_on.id in self.conns else -1
         for e in effects:
             if type(e) is Send:
                 assert isinstance(e, Send)
+                if e.conn == cid:
+                    own.append(e.data)
+                    continue
                 conn = self._route(e, came_on)
                 if conn is None:
                     if e.conn is None and (e.local, e.dest) not in self._gone:
                         rest.append(e)  # not a stream's: a datagram
                     else:
                         self.counts["lost"] += 1
-                    continue
-                chunks = writes.get(conn)
-                if chunks is None:
-                    writes[conn] = [e.data]
+                elif conn is came_on:
+                    own.append(e.data)
                 else:
-                    chunks.append(e.data)
+                    writes.setdefault(conn, []).append(e.data)
             elif type(e) is Handoff:
                 # --workers with streams is not done yet: a connection's requests stay with
                 # the worker that accepted it; a hand-off from a stream is not carried out.
                 self.counts["handoff-dropped"] += 1
-        for conn, chunks in writes.items():  # one write (one system call) per connection
-            if len(chunks) == 1:
-                conn.write(chunks[0])
-            elif conn.scheme in MESSAGE_SCHEMES:  # RFC 7118 §5.2: one SIP message a message
-                for chunk in chunks:
-                    conn.write(chunk)
-            else:
-                conn.write(b"".join(chunks))
+        if own:
+            assert came_on is not None
+            self._write(came_on, own)
+        for conn, chunks in writes.items():
+            self._write(conn, chunks)
         return rest
+
+    @staticmethod
+    def _write(conn: Conn, chunks: list[bytes]) -> None:
+        """One write (one system call) per connection, but one WebSocket message each."""
+        if len(chunks) == 1:
+            conn.write(chunks[0])
+        elif conn.scheme in MESSAGE_SCHEMES:  # RFC 7118 §5.2: one SIP message a message
+            for chunk in chunks:
+                conn.write(chunk)
+        else:
+            conn.write(b"".join(chunks))
 
     def _route(self, send: Send, came_on: Conn | None) -> Conn | None:
         if send.conn is not None:

@@ -41,6 +41,9 @@ class TcpConn(asyncio.Protocol, Conn):
         self.tls = TlsLayer(tls) if tls is not None else None
         self.timer: asyncio.TimerHandle | None = None
         self.gone = False
+        # Unsent bytes are looked at only when they may be past ``write_max``: above
+        # ``write_high`` the transport has paused us (it says so from inside its write).
+        self.paused = owner.limits.write_max < owner.limits.write_high
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses, but have its methods)
@@ -109,9 +112,12 @@ class TcpConn(asyncio.Protocol, Conn):
         self.owner.closed(self)
 
     def pause_writing(self) -> None:
+        self.paused = True
         self.transport.pause_reading()  # the peer does not read: stop reading it
 
     def resume_writing(self) -> None:
+        limits = self.owner.limits
+        self.paused = limits.write_max < limits.write_high
         if not self.gone:
             self.transport.resume_reading()
 
@@ -128,7 +134,7 @@ class TcpConn(asyncio.Protocol, Conn):
                 self.close()
                 return
         transport.write(data)
-        if transport.get_write_buffer_size() > self.owner.limits.write_max:
+        if self.paused and transport.get_write_buffer_size() > self.owner.limits.write_max:
             self.owner.counts["write-overflow"] += 1
             self.gone = True
             self.owner.closed(self)

@@ -16,13 +16,21 @@ at most :data:`MAX_MESSAGE` bytes, header section and body, as a datagram is: wh
 for a connection is bounded by it. Line ends in the header section may be LF-only, as the
 parser reads them. WebSocket carries one message per frame and needs none of this but the
 keep-alive rule (:func:`is_ping`).
+
+The hot case -- from a point between messages, the whole messages, line ends and pings
+that follow -- is also compiled (``_speedups.frame``, responder/_accel/_framing.h): it stops
+before anything else (a message not whole yet, any error, a lone CR) and this code goes on
+from there, so both give the same frames (tests/test_framing_accel.py). ``Framer(compiled=
+False)`` or ``SIP_RESPONDER_PURE=1``: this code alone.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from responder._accel import SPEEDUPS, adopt
 from responder.sip.builder import Context, build
 from responder.sip.errors import Discard
 from responder.sip.parser import parse
@@ -106,16 +114,18 @@ def head_end(buf: bytes | bytearray, start: int) -> tuple[int, int] | None:
 
 
 class Framer:
-    """One connection's inbound bytes; at most :data:`MAX_MESSAGE` of them held."""
+    """One connection's inbound bytes; at most :data:`MAX_MESSAGE` of them held.
+    ``compiled``: use ``_speedups.frame`` for the hot case when it is there."""
 
-    __slots__ = ("_buf", "_crlfs", "_failed", "_need", "_scan")
+    __slots__ = ("_buf", "_crlfs", "_failed", "_frame", "_need", "_scan")
 
-    def __init__(self) -> None:
+    def __init__(self, compiled: bool = True) -> None:
         self._buf = bytearray()
         self._scan = 0          # where the search for the header section's end resumes
         self._need = -1         # a whole message's length, once its header section ended
         self._crlfs = 0         # line ends seen since the last message (two make a ping)
         self._failed = False
+        self._frame = FRAME if compiled else None
 
     @property
     def buffered(self) -> int:
@@ -126,21 +136,43 @@ class Framer:
     def failed(self) -> bool:
         return self._failed
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the compiled hot case is used."""
+        return self._frame is not None
+
     def feed(self, data: bytes) -> list[Frame]:
         """What ``data`` completes, in order (see the module's docstring)."""
         if self._failed:
             return []
         held = self._buf
+        frame = self._frame
         buf: bytes | bytearray
+        out: list[Frame]
+        handed = -1  # where the compiled code last stopped (Python goes on from there)
         if held:
             held += data  # amortised: a peer that sends a byte at a time costs no copies
             buf = held
+            out = []
+            pos = 0
         else:
             buf = data  # the common case: a read that starts with a message, not copied
-        out: list[Frame] = []
-        pos, end = 0, len(buf)
+            if frame is not None:  # between messages (nothing held): the compiled hot case
+                out, pos, self._crlfs = frame(data, 0, self._crlfs, PING)
+                if pos == len(data):
+                    return out
+                handed = pos
+            else:
+                out = []
+                pos = 0
+        end = len(buf)
         while pos < end:
             if self._need < 0 and self._scan == 0:  # between messages: CRLFs and pings
+                if frame is not None and pos != handed:
+                    more, pos, self._crlfs = frame(buf, pos, self._crlfs, PING)
+                    out += more
+                    handed = pos
+                    continue
                 first = buf[pos]
                 if first == 13 or first == 10:  # CR, LF
                     if first == 10:
@@ -191,6 +223,52 @@ class Framer:
         self._buf = bytearray()
         out.append(error)
         return out
+
+
+# --- the compiled hot case (responder/_accel/_framing.h): probed, then used ------------
+
+CompiledFrame = Callable[[bytes | bytearray, int, int, Ping],
+                         tuple[list[Frame], int, int]]
+
+
+def _probes() -> list[bytes]:
+    """Inputs on which the compiled code must frame as this module does before it is used:
+    the bound (a message at MAX_MESSAGE, one byte past it), pings, the compact form."""
+    head = b"OPTIONS sip:a@b SIP/2.0\r\nl: %d"
+    edge = MAX_MESSAGE - len(head % MAX_MESSAGE) + len(b"%d" % MAX_MESSAGE) - 5
+    at = head % edge + b"\r\n\r\n" + b"x" * edge
+    past = head % (edge + 1) + b"\r\n\r\n" + b"x" * (edge + 1)
+    small = b"\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nContent-Length: 2\r\n\r\nok\n\n"
+    return [at, past, small, small * 3, small[:-9]]
+
+
+def _check(ext: object) -> str | None:
+    frame = getattr(ext, "frame", None)
+    if frame is None:
+        return "no frame() (built from older source?)"
+    for probe in _probes():
+        want = Framer(compiled=False).feed(probe)
+        framer = Framer(compiled=False)
+        framer._frame = frame
+        try:
+            got = framer.feed(probe)
+        except Exception as exc:  # any failure: not used
+            return f"frame() raised {exc!r}"
+        if got != want:
+            return f"frame() frames a {len(probe)}-byte probe differently"
+    return None
+
+
+def compiled_frame() -> CompiledFrame | None:
+    """``_speedups.frame`` when it is built and frames the probes as this module does."""
+    ext = SPEEDUPS
+    if ext is None or not hasattr(ext, "frame"):
+        return None  # not built, or built from older source: quietly pure
+    ext, _why = adopt(ext, "framer", _check)
+    return None if ext is None else getattr(ext, "frame", None)
+
+
+FRAME: CompiledFrame | None = compiled_frame()
 
 
 def is_ping(message: bytes) -> bool:
