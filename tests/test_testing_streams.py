@@ -162,7 +162,7 @@ def test_responder_argument_mistakes(certs: Certs) -> None:
         Responder(transports=("udp", "sctp"))
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         Responder(listen=["tcp:127.0.0.1:99999"])
-    with pytest.raises(ValueError, match="the test clients speak udp, tcp, tls"):
+    with pytest.raises(ValueError, match="the test clients speak udp, tcp, tls, ws, wss"):
         SipClient(("127.0.0.1", 5060), transport="sctp")
 
 
@@ -173,8 +173,12 @@ def test_via_and_contact_name_the_transport() -> None:
         core = Core(("127.0.0.1", 5000), ("127.0.0.1", 5060), "ua", 1.0, transport)
         txn = core.new("INVITE", "1000")
         text = txn.data.decode()
-        assert f"Via: SIP/2.0/{via} 127.0.0.1:5000;branch=" in text
-        assert f"Contact: <sip:client@127.0.0.1:5000{param}>\r\n" in text
+        # a WebSocket client names a random .invalid host (RFC 7118 §5)
+        host = r"[0-9a-f]{12}\.invalid" if transport == "wss" else "127.0.0.1:5000"
+        assert re.fullmatch(host, core.sent_by)
+        host = core.sent_by
+        assert f"Via: SIP/2.0/{via} {host};branch=" in text
+        assert f"Contact: <sip:client@{host}{param}>\r\n" in text
         assert core.derive(txn, "CANCEL").via.startswith(f"SIP/2.0/{via} ")
 
 
@@ -321,7 +325,8 @@ def test_plugin_bad_options_fail_clearly(pytester: pytest.Pytester) -> None:
 
 
 def test_a_websocket_listener() -> None:
-    """The clients do not speak WebSocket: a Responder listens on ws: and names it."""
+    """A Responder listens on ws: and names it; another WebSocket client than ours (the
+    ``websockets`` library's) is answered (our clients over ws: tests/test_testing_ws.py)."""
     client = pytest.importorskip("websockets.sync.client")
     with Responder(transports=("udp", "ws")) as server:
         host, port = server.address_of("ws")

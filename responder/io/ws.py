@@ -172,15 +172,15 @@ class WsListener:
         streams.opened(conn)
         try:
             async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
+                if msg.type == WSMsgType.TEXT:
                     data = msg.data.encode("utf-8", "surrogateescape")
-                elif msg.type is WSMsgType.BINARY:
+                elif msg.type == WSMsgType.BINARY:
                     data = msg.data
-                elif msg.type is WSMsgType.PING:
+                elif msg.type == WSMsgType.PING:
                     streams.touch(conn)
                     await ws.pong(msg.data)
                     continue
-                elif msg.type is WSMsgType.PONG:
+                elif msg.type == WSMsgType.PONG:
                     streams.touch(conn)
                     continue
                 else:

@@ -4,10 +4,10 @@
 branch + CSeq method, RFC 3261 §17.1.3) and writes the ACKs. The client flows (register
 with digest, cancel, ...) are generators that yield :class:`Send` and :class:`Wait`
 operations, so the blocking and the asyncio client run the very same flows; a driver only
-sends messages (datagrams, or on TCP and TLS bytes of one connection) and waits. No client
-retransmits (loopback UDP loses nothing): every request in the responder's journal was sent
-once. ``transport`` names what the Via (``SIP/2.0/TCP``) and the Contact
-(``;transport=tcp``) say.
+sends messages (datagrams, or on TCP, TLS and WebSocket messages of one connection) and
+waits. No client retransmits (loopback UDP loses nothing): every request in the responder's
+journal was sent once. ``transport`` names what the Via (``SIP/2.0/TCP``, ``SIP/2.0/WSS``)
+and the Contact (``;transport=tcp``; ``ws`` for wss too) say.
 """
 
 from __future__ import annotations
@@ -166,7 +166,11 @@ class Core:
                  transport: str = "udp") -> None:
         self.local, self.remote, self.timeout = local, remote, timeout
         self.transport = transport
-        self._via = f"SIP/2.0/{transport.upper()} {hostport(local)}"
+        # RFC 7118 §5: a WebSocket client cannot be reached at an address of its own, and
+        # names a random host under .invalid in its Via and Contact, as browsers do
+        self.sent_by = f"{secrets.token_hex(6)}.invalid" if transport in ("ws", "wss") \
+            else hostport(local)
+        self._via = f"SIP/2.0/{transport.upper()} {self.sent_by}"
         # our Contact names the transport (RFC 3263 §4.1; ws for wss too, RFC 7118 §5.2)
         self._param = "" if transport == "udp" else \
             f";transport={'ws' if transport == 'wss' else transport}"
@@ -187,7 +191,7 @@ class Core:
             from_user: str | None = None, to: str | None = None, call_id: str | None = None,
             cseq: int | None = None, from_tag: str | None = None) -> Txn:
         target = self.target(uri)
-        me = f"sip:{from_user or 'client'}@{hostport(self.local)}"
+        me = f"sip:{from_user or 'client'}@{self.sent_by}"
         branch = "z9hG4bK" + secrets.token_hex(8)
         txn = Txn(method, target, f"{self._via};branch={branch};rport",
                   branch, call_id or f"{secrets.token_hex(8)}@{self.local[0]}",

@@ -3,7 +3,8 @@
 Both drive the same flows from :mod:`responder.testing.client_core` (requests written, responses
 matched to their transaction, ACKs, digest): a driver only sends messages and waits. Each
 speaks UDP (its own socket) or, with ``transport="tcp"`` or ``"tls"``, one connection to the
-server (:mod:`responder.testing.streams`). Import them from :mod:`responder.testing`.
+server (:mod:`responder.testing.streams`), or with ``"ws"`` or ``"wss"`` one WebSocket
+(:mod:`responder.testing.websocket`). Import them from :mod:`responder.testing`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import ssl
 import time
 from typing import cast
 
-from responder.sip.addr import Addr
+from responder.ops.listen import SECURE
+from responder.sip.addr import Addr, hostport
 from responder.testing.client_core import (
     DEFAULT_TIMEOUT,
     Core,
@@ -35,6 +37,7 @@ from responder.testing.client_core import (
     wait_flow,
 )
 from responder.testing.streams import STREAMS, Frames, check_transport, connect, tls_context
+from responder.testing.websocket import WEBSOCKETS, WsFrames
 
 MAX_DATAGRAM = 65535
 
@@ -44,7 +47,7 @@ class _Api:
 
     @property
     def transport(self) -> str:
-        """``"udp"``, ``"tcp"`` or ``"tls"``."""
+        """``"udp"``, ``"tcp"``, ``"tls"``, ``"ws"`` or ``"wss"``."""
         return self._core.transport
 
     @property
@@ -59,9 +62,12 @@ class _Api:
 
 
 def _open(remote: Addr, host: str | None, transport: str, timeout: float,
-          ctx: ssl.SSLContext | None) -> tuple[socket.socket, Frames | None]:
-    """UDP: a bound socket; TCP/TLS: a connected one (wrapped in ``ctx``, when given) and
-    the framer of what it reads."""
+          ctx: ssl.SSLContext | None) -> tuple[socket.socket, Frames | WsFrames | None]:
+    """UDP: a bound socket; TCP/TLS/WS/WSS: a connected one (wrapped in ``ctx``, when given)
+    and the framer of what it reads (for WebSocket, not yet upgraded)."""
+    if transport in WEBSOCKETS:
+        frames = WsFrames(remote, transport == "wss")  # (websockets missing: raises here)
+        return connect(remote, host, ctx, timeout), frames
     if transport not in STREAMS:
         return _bind(remote, host), None
     return connect(remote, host, ctx, timeout), Frames(remote)
@@ -84,7 +90,10 @@ class SipClient(_Api):
     ``remote`` is where every request goes, whatever the Request-URI says.
     ``transport="tcp"`` or ``"tls"``: one connection to ``remote`` instead, opened here
     (TLS trusting the CA file ``ca``, or with ``ssl_context``); Via and Contact name the
-    transport and responses are cut from the stream by Content-Length. A final
+    transport and responses are cut from the stream by Content-Length. ``"ws"`` or
+    ``"wss"`` (TLS as for ``"tls"``): that connection upgraded to a WebSocket with the
+    ``sip`` subprotocol (RFC 7118), one SIP message per WebSocket message; Via and Contact
+    name a random ``.invalid`` host, as a browser's do. A final
     response to an INVITE is ACKed at once (RFC 3261 §17.1.1.3, or a new ACK transaction
     for a 2xx, §13.2.2.4). Every call waits at most ``timeout`` seconds (default 2) and then
     raises :class:`SipTimeout` (a TimeoutError) saying what did arrive.
@@ -95,9 +104,35 @@ class SipClient(_Api):
                  ca: str | os.PathLike[str] | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         transport = check_transport(transport)
-        ctx = tls_context(ca, ssl_context) if transport == "tls" else None
+        ctx = tls_context(ca, ssl_context, transport) if transport in SECURE else None
         self._sock, self._frames = _open(remote, host, transport, timeout, ctx)
         self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout, transport)
+        if isinstance(self._frames, WsFrames):
+            try:
+                self._upgrade(self._frames, timeout)
+            except BaseException:
+                self._sock.close()
+                raise
+
+    def _upgrade(self, frames: WsFrames, timeout: float) -> None:
+        """The WebSocket handshake, within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        self._sock.sendall(frames.start())
+        while not frames.open:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no answer to the WebSocket upgrade from "
+                                   f"{hostport(self._core.remote)} within {timeout:g}s")
+            self._sock.settimeout(left)
+            try:
+                data = self._sock.recv(MAX_DATAGRAM)
+            except TimeoutError:
+                continue
+            messages = frames.feed(data)
+            if back := frames.pending():
+                self._sock.sendall(back)
+            for message in messages:
+                self._core.feed(message)
 
     def options(self, uri: str | None = None, *, headers: Headers | None = None,
                 timeout: float | None = None) -> SipResponse:
@@ -145,7 +180,25 @@ class SipClient(_Api):
         return self._run(wait_flow(self._core, timeout))
 
     def close(self) -> None:
+        """Close the connection (a WebSocket with its closing handshake, RFC 6455 §7: the
+        close frame, then at most ``timeout`` seconds for the server to end the stream)."""
+        frames = self._frames
+        if isinstance(frames, WsFrames) and self._sock.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                goodbye = frames.close()
+                if goodbye:
+                    self._sock.sendall(goodbye)
+                    self._drain(frames)
         self._sock.close()
+
+    def _drain(self, frames: WsFrames) -> None:
+        deadline = time.monotonic() + self._core.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self._sock.settimeout(left)
+            try:
+                frames.feed(self._sock.recv(MAX_DATAGRAM))
+            except (ConnectionError, TimeoutError):
+                return
 
     def __enter__(self) -> SipClient:
         return self
@@ -179,10 +232,13 @@ class SipClient(_Api):
                 data = self._sock.recv(MAX_DATAGRAM)
             except TimeoutError:
                 continue
+            frames = self._frames
             try:
-                messages = [data] if self._frames is None else self._frames.feed(data)
+                messages = [data] if frames is None else frames.feed(data)
             except ConnectionError as exc:
                 raise ConnectionError(f"{exc}; {self._core.timeout_error(op)}") from None
+            if frames is not None and (back := frames.pending()):
+                self._sock.sendall(back)  # pongs
             for message in messages:
                 for ack in self._core.feed(message):
                     self._send(ack)
@@ -191,7 +247,7 @@ class SipClient(_Api):
         if self._frames is None:
             self._sock.sendto(data, self._core.remote)
         else:
-            self._sock.sendall(data)
+            self._sock.sendall(self._frames.encode(data))
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -206,8 +262,12 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class _StreamProtocol(asyncio.Protocol):
-    def __init__(self, client: AsyncSipClient, frames: Frames) -> None:
+    def __init__(self, client: AsyncSipClient, frames: Frames | WsFrames) -> None:
         self.client, self.frames = client, frames
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -215,8 +275,13 @@ class _StreamProtocol(asyncio.Protocol):
         except ConnectionError as exc:
             self.client._lost(exc)
             return
+        back = self.frames.pending()  # pongs
+        if back and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(back)
         for message in messages:
             self.client._received(message)
+        if isinstance(self.frames, WsFrames) and self.frames.open:
+            self.client._changed.set()  # (open() waits for the upgrade)
 
     def eof_received(self) -> bool | None:
         self.connection_lost(None)
@@ -232,7 +297,8 @@ class _StreamProtocol(asyncio.Protocol):
 
 class AsyncSipClient(_Api):
     """:class:`SipClient` for asyncio: the same methods, as coroutines (the same
-    ``transport``, ``ca`` and ``ssl_context``; a TLS handshake happens in :meth:`open`).
+    ``transport``, ``ca`` and ``ssl_context``; a TLS handshake and a WebSocket upgrade
+    happen in :meth:`open`).
 
     ``async with AsyncSipClient(address) as client: await client.options()``
     """
@@ -242,8 +308,8 @@ class AsyncSipClient(_Api):
                  ca: str | os.PathLike[str] | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         transport = check_transport(transport)
-        self._tls = tls_context(ca, ssl_context) if transport == "tls" else None
-        # connected here, on loopback; the TLS handshake is done by open()
+        self._tls = tls_context(ca, ssl_context, transport) if transport in SECURE else None
+        # connected here, on loopback; the TLS handshake and WebSocket upgrade by open()
         self._sock, self._frames = _open(remote, host, transport, timeout, None)
         self._core = Core(self._sock.getsockname()[:2], remote, user_agent, timeout, transport)
         self._transport: asyncio.DatagramTransport | asyncio.Transport | None = None
@@ -262,7 +328,28 @@ class AsyncSipClient(_Api):
                 self._transport, _ = await loop.create_connection(
                     lambda: _StreamProtocol(self, frames), sock=self._sock, ssl=self._tls,
                     server_hostname=self._core.remote[0] if self._tls else None)
+                if isinstance(frames, WsFrames):
+                    await self._upgrade(frames)
         return self
+
+    async def _upgrade(self, frames: WsFrames) -> None:
+        """The WebSocket handshake, within the client's ``timeout``."""
+        cast(asyncio.Transport, self._transport).write(frames.start())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._core.timeout
+        while not frames.open:
+            if self._closed is not None:
+                self.close()
+                raise self._closed
+            left = deadline - loop.time()
+            if left <= 0:
+                self.close()
+                raise TimeoutError(f"no answer to the WebSocket upgrade from "
+                                   f"{hostport(self._core.remote)} within "
+                                   f"{self._core.timeout:g}s")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
 
     async def options(self, uri: str | None = None, *, headers: Headers | None = None,
                       timeout: float | None = None) -> SipResponse:
@@ -300,8 +387,12 @@ class AsyncSipClient(_Api):
         return await self._run(wait_flow(self._core, timeout))
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()  # closes the socket on the loop's next turn
+        transport = self._transport
+        if transport is not None:
+            if isinstance(self._frames, WsFrames) and not transport.is_closing():
+                with contextlib.suppress(OSError):  # the WebSocket's close frame
+                    cast(asyncio.Transport, transport).write(self._frames.close())
+            transport.close()  # closes the socket on the loop's next turn
         else:
             self._sock.close()
 
@@ -310,7 +401,17 @@ class AsyncSipClient(_Api):
 
     async def aclose(self) -> None:
         """:meth:`close`, and wait (at most ``timeout``) until what was written is out and
-        the connection closed: the last ACK of a TLS client is not lost with the loop."""
+        the connection closed: the last ACK of a TLS client is not lost with the loop. A
+        WebSocket closes with its closing handshake (RFC 6455 §7): the close frame, then the
+        server ends the stream."""
+        transport, frames = self._transport, self._frames
+        if isinstance(frames, WsFrames) and transport is not None \
+                and not transport.is_closing():
+            goodbye = frames.close()
+            if goodbye:
+                cast(asyncio.Transport, transport).write(goodbye)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._gone.wait(), self._core.timeout)
         self.close()
         if self._frames is not None and self._transport is not None:
             with contextlib.suppress(TimeoutError):
@@ -336,7 +437,7 @@ class AsyncSipClient(_Api):
         if self._frames is None:  # (uvloop's transports are not asyncio's classes)
             cast(asyncio.DatagramTransport, transport).sendto(data, self._core.remote)
         else:
-            cast(asyncio.Transport, transport).write(data)
+            cast(asyncio.Transport, transport).write(self._frames.encode(data))
 
     async def _run(self, flow: Flow[T]) -> T:
         await self.open()

@@ -30,7 +30,7 @@ from typing import Any, TextIO, TypeVar
 from responder.core.counters import Counters
 from responder.core.engine import Engine
 from responder.core.journal import Journal, JournalEntry
-from responder.ops.listen import Listen
+from responder.ops.listen import SECURE, Listen
 from responder.ops.logs import ExchangeLog
 from responder.ops.server import serve
 from responder.rules.model import Match, Rule, RuleError, RuleSet, Step
@@ -49,6 +49,7 @@ from responder.testing.expectations import (
     why,
 )
 from responder.testing.streams import listeners, sip_uri, tls_options, unverified_context
+from responder.testing.websocket import available as ws_available
 
 T = TypeVar("T")
 
@@ -425,10 +426,12 @@ class Responder:
 
     def _probe_target(self) -> tuple[str, Addr] | None:
         """Where the start-up and reset probe goes: UDP, else TCP, else TLS without mutual
-        TLS; None (no probe: a WebSocket or mutual-TLS Responder) otherwise."""
-        for scheme in ("udp", "tcp", "tls"):
+        TLS, else WebSocket (ws, then wss without mutual TLS; with the websockets library);
+        None (no probe: a mutual-TLS Responder) otherwise."""
+        schemes = ("udp", "tcp", "tls", "ws", "wss") if ws_available() else ("udp", "tcp", "tls")
+        for scheme in schemes:
             found = [a for s, a in self._bound if s == scheme]
-            if found and not (scheme == "tls" and self._tls and self._tls.ca):
+            if found and not (scheme in SECURE and self._tls and self._tls.ca):
                 return scheme, found[0]
         return None
 
@@ -438,7 +441,7 @@ class Responder:
         scheme, (host, port) = target
         host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         deadline = time.monotonic() + self.start_timeout
-        ctx = unverified_context() if scheme == "tls" else None
+        ctx = unverified_context() if scheme in SECURE else None
         with SipClient((host, port), transport=scheme, ssl_context=ctx) as client:
             while True:
                 try:

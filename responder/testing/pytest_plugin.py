@@ -7,8 +7,9 @@
   (``transports``, ``tls_cert`` ...).
 * ``sip_responder``: that server, reset before each test (start rules, empty journal).
 * ``sip_client``: a :class:`~responder.testing.SipClient` aimed at it over
-  ``sip_transport`` (``"udp"``; parametrize it to choose), closed afterwards; override
-  ``sip_client_options`` for more arguments (``ca=`` for TLS).
+  ``sip_transport`` (``"udp"``; parametrize it to choose ``"tcp"``, ``"tls"``, ``"ws"`` or
+  ``"wss"``), closed afterwards; override ``sip_client_options`` for more arguments
+  (``ca=`` for tls and wss).
 * ``sip_client_factory``: ``sip_client_factory("tcp")`` makes more clients, each closed
   after the test.
 * ``sipvicious``: ``svmap``, ``svwar`` and ``svcrack`` from :mod:`responder.testing.sipvicious`,
@@ -60,7 +61,8 @@ def _rules_path(config: pytest.Config) -> Path | None:
 @pytest.fixture(scope="session")
 def sip_responder_options() -> dict[str, Any]:
     """Keyword arguments of the session's Responder (override it, session-scoped, for
-    ``transports=("udp", "tcp", "tls")``, ``tls_cert=``, ``tls_key=``, ``rules=`` ...)."""
+    ``transports=("udp", "tcp", "tls", "ws", "wss")``, ``tls_cert=``, ``tls_key=``,
+    ``rules=`` ...)."""
     return {"transports": ("udp", "tcp")}
 
 
@@ -90,14 +92,16 @@ def sip_responder(sip_responder_server: Responder) -> Iterator[Responder]:
 
 @pytest.fixture
 def sip_transport() -> str:
-    """The transport of ``sip_client``: ``"udp"``; parametrize it to choose
-    (``@pytest.mark.parametrize("sip_transport", ["udp", "tcp"])``)."""
+    """The transport of ``sip_client``: ``"udp"``; parametrize it to choose among
+    ``"udp"``, ``"tcp"``, ``"tls"``, ``"ws"``, ``"wss"``
+    (``@pytest.mark.parametrize("sip_transport", ["udp", "tcp", "ws"])``)."""
     return "udp"
 
 
 @pytest.fixture
 def sip_client_options() -> dict[str, Any]:
-    """More keyword arguments of every SipClient the fixtures make (``ca=`` for TLS)."""
+    """More keyword arguments of every SipClient the fixtures make (``ca=`` for tls and
+    wss)."""
     return {}
 
 

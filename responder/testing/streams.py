@@ -1,4 +1,6 @@
 """TCP and TLS for the test clients: the connection, its TLS context, and the framing.
+(WebSocket, ``ws`` and ``wss``, rides on the same connection and TLS context:
+:mod:`responder.testing.websocket`.)
 
 A client on a stream opens one connection to the server when it is made and sends every
 request (and ACK) over it; what comes back is cut into messages by Content-Length with the
@@ -20,8 +22,8 @@ from responder.ops.listen import SCHEMES, SECURE, Listen, parse_listen
 from responder.sip.addr import Addr, hostport
 from responder.sip.framing import FrameError, Framer
 
-TRANSPORTS = ("udp", "tcp", "tls")
-STREAMS = frozenset({"tcp", "tls"})
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+STREAMS = frozenset({"tcp", "tls"})  # framed by Content-Length; SECURE (tls, wss): over TLS
 
 
 def check_transport(transport: str) -> str:
@@ -34,13 +36,14 @@ def check_transport(transport: str) -> str:
 
 
 def tls_context(ca: str | os.PathLike[str] | None,
-                ssl_context: ssl.SSLContext | None) -> ssl.SSLContext:
+                ssl_context: ssl.SSLContext | None,
+                transport: str = "tls") -> ssl.SSLContext:
     """The client's TLS context: ``ssl_context`` as given, else one trusting ``ca`` only."""
     if ssl_context is not None:
         return ssl_context
     if ca is None:
-        raise ValueError("transport='tls' needs ca= (the CA file that signed the server's "
-                         "certificate) or ssl_context=")
+        raise ValueError(f"transport={transport!r} needs ca= (the CA file that signed the "
+                         "server's certificate) or ssl_context=")
     return ssl.create_default_context(cafile=os.fspath(ca))
 
 
@@ -95,6 +98,14 @@ class Frames:
             if isinstance(frame, bytes):
                 out.append(frame)
         return out
+
+    def pending(self) -> bytes:
+        """What must be written back after a feed: nothing (keep-alive pongs are dropped)."""
+        return b""
+
+    def encode(self, message: bytes) -> bytes:
+        """A message as it goes on the stream: as it is."""
+        return message
 
 
 # --------------------------------------------------------------------------- the Responder's
