@@ -474,11 +474,23 @@ def test_a_bind_error_names_the_address() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_workers_name_a_stream_address_they_cannot_bind() -> None:
+    """--workers binds stream listeners in the parent, before the fork: a taken port is
+    the same one-line error (exit 1) as without workers."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("--workers", "2", "--listen", "127.0.0.1:0", "--listen",
+                         f"tcp:127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"cannot listen: [Errno 98] 127.0.0.1:{port}: Address already in use" \
+        in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize(("args", "status", "says"), [
     (["--listen", "tls:127.0.0.1:0"], 2, "tls://127.0.0.1:0 needs --tls-cert and --tls-key"),
     (["--listen", "udp:127.0.0.1:0", "--tls-cert", "c.pem", "--tls-key", "k.pem"], 2,
      "are for tls: and wss: listeners"),
-    (["--listen", "tcp:127.0.0.1:0", "--workers", "2"], 2, "--workers works with UDP"),
     (["--listen", "tls:127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--tls-key",
       "/nonexistent.key"], 1, "cannot use the TLS certificate"),
 ])

@@ -104,7 +104,14 @@ class StreamTransport:
                  elsewhere: Elsewhere | None = None) -> None:
         """``observe``: given every batch of effects before it is carried out (journal,
         logs, metrics); ``elsewhere``: takes the engine's timed effects that are for no
-        stream (the UDP transport's sends), else they are counted as ``lost``."""
+        stream (the UDP transport's sends), else they are counted as ``lost``.
+
+        With ``--workers`` (the engine's ``shard`` = (index, count)) every worker accepts
+        on the same listeners and keeps what it accepted; a connection's number names its
+        worker (``id % count == index``). A request whose dialog another worker owns is
+        handed to it (``hand``: the engine's Handoff), and what that worker answers over
+        one of our connections comes back through ``forward`` (worker, connection, bytes)
+        to :meth:`reply`."""
         self.loop = loop
         self.engine = engine
         self.observe = observe
@@ -114,7 +121,10 @@ class StreamTransport:
         self.by_pair: dict[tuple[Addr, Addr], Conn] = {}     # (local, peer) -> connection
         self.by_peer: dict[Addr, list[Conn]] = {}            # peer -> its open connections
         self._gone: OrderedDict[tuple[Addr, Addr], None] = OrderedDict()
-        self._ids = itertools.count(1)
+        index, count = engine.shard or (0, 1)
+        self._ids = itertools.count(count + index, count)  # id % count: the worker's index
+        self.hand: Callable[[Handoff], None] | None = None
+        self.forward: Callable[[int, int, bytes], bool] | None = None
         self.counts: Counter[str] = Counter()
         self.messages = 0  # whole messages given to the engine
         self.servers: list[asyncio.AbstractServer] = []
@@ -278,6 +288,8 @@ class StreamTransport:
                     continue
                 conn = self._route(e, came_on)
                 if conn is None:
+                    if e.conn is not None and self._elsewhere(e.conn, e.data):
+                        continue  # another worker's connection: sent to that worker
                     if e.conn is None and (e.local, e.dest) not in self._gone:
                         rest.append(e)  # not a stream's: a datagram
                     else:
@@ -287,9 +299,11 @@ class StreamTransport:
                 else:
                     writes.setdefault(conn, []).append(e.data)
             elif type(e) is Handoff:
-                # --workers with streams is not done yet: a connection's requests stay with
-                # the worker that accepted it; a hand-off from a stream is not carried out.
-                self.counts["handoff-dropped"] += 1
+                assert isinstance(e, Handoff)
+                if self.hand is not None:  # --workers: to the worker that owns the dialog
+                    self.hand(e)
+                else:
+                    self.counts["handoff-dropped"] += 1
         if own:
             assert came_on is not None
             self._write(came_on, own)
@@ -308,9 +322,29 @@ class StreamTransport:
         else:
             conn.write(b"".join(chunks))
 
+    def _elsewhere(self, conn: int, data: bytes) -> bool:
+        """``conn`` is another worker's (``--workers``): ``data`` goes to that worker."""
+        shard = self.engine.shard
+        if shard is None or self.forward is None or conn % shard[1] == shard[0]:
+            return False
+        if not self.forward(conn % shard[1], conn, data):
+            self.counts["lost"] += 1
+        return True
+
+    def reply(self, conn_id: int, data: bytes) -> None:
+        """What another worker answered over our connection ``conn_id`` (``--workers``)."""
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            self.counts["lost"] += 1
+        else:
+            self._write(conn, [data])
+
     def _route(self, send: Send, came_on: Conn | None) -> Conn | None:
         if send.conn is not None:
             conn = self.conns.get(send.conn)
+            if conn is None and self.engine.shard is not None \
+                    and send.conn % self.engine.shard[1] != self.engine.shard[0]:
+                return None  # another worker's connection, not a gone one of ours
         elif came_on is not None and came_on.peer == send.dest \
                 and came_on.local == send.local and came_on.id in self.conns:
             conn = came_on

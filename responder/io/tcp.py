@@ -14,15 +14,23 @@ from responder.io.stream import Conn, StreamTransport, peer_addr
 from responder.io.tls import TlsLayer
 from responder.sip.addr import Addr, hostport
 
+BACKLOG = 1024  # connections the kernel holds for accept()
+
 
 async def listen_tcp(streams: StreamTransport, scheme: str, host: str, port: int,
-                     tls: ssl.SSLContext | None = None) -> tuple[asyncio.AbstractServer, Addr]:
+                     tls: ssl.SSLContext | None = None, sock: socket.socket | None = None,
+                     ) -> tuple[asyncio.AbstractServer, Addr]:
     """A TCP (``tls`` None) or TLS listener on ``host:port`` for ``streams``: (server,
-    bound address). An OSError names the address, as ``bind_udp``'s does."""
+    bound address). An OSError names the address, as ``bind_udp``'s does. ``sock``: a
+    listening socket bound already (``--workers``: one for every worker)."""
     try:
-        server = await streams.loop.create_server(
-            lambda: TcpConn(streams, scheme, tls), host, port, reuse_address=True,
-            backlog=1024)
+        if sock is not None:
+            server = await streams.loop.create_server(
+                lambda: TcpConn(streams, scheme, tls), sock=sock, backlog=BACKLOG)
+        else:
+            server = await streams.loop.create_server(
+                lambda: TcpConn(streams, scheme, tls), host, port, reuse_address=True,
+                backlog=BACKLOG)
     except OSError as exc:
         raise OSError(exc.errno, f"{hostport((host, port))}: {exc.strerror or exc}") \
             from None

@@ -237,15 +237,30 @@ def bind_udp(host: str, port: int) -> socket.socket:
 
 
 def pack_handoff(inbound: Inbound) -> bytes:
-    """A request handed to the worker that owns its dialog, over that worker's inbox."""
+    """A request handed to the worker that owns its dialog, over that worker's inbox: its
+    addresses, transport and (from a stream) the connection it came on, then its bytes."""
     lh, lp = inbound.local or ("", 0)
     sh, sp = inbound.source
-    return f"{lh}\x00{lp}\x00{sh}\x00{sp}\x00".encode() + inbound.data
+    conn = "" if inbound.conn is None else inbound.conn
+    return (f"H{lh}\x00{lp}\x00{sh}\x00{sp}\x00{inbound.transport}\x00{conn}\x00".encode()
+            + inbound.data)
 
 
 def unpack_handoff(msg: bytes) -> Inbound:
-    lh, lp, sh, sp, data = msg.split(b"\x00", 4)
-    return Inbound(data, (sh.decode(), int(sp)), (lh.decode(), int(lp)), UDP)
+    lh, lp, sh, sp, transport, conn, data = msg[1:].split(b"\x00", 6)
+    return Inbound(data, (sh.decode(), int(sp)), (lh.decode(), int(lp)), transport.decode(),
+                   int(conn) if conn else None)
+
+
+def pack_reply(conn: int, data: bytes) -> bytes:
+    """What the owner of a dialog sends over a connection another worker accepted (the
+    worker ``conn`` names, see StreamTransport): back to that worker's inbox."""
+    return b"R%d\x00" % conn + data
+
+
+def unpack_reply(msg: bytes) -> tuple[int, bytes]:
+    conn, data = msg[1:].split(b"\x00", 1)
+    return int(conn), data
 
 
 class UdpTransport:
@@ -272,6 +287,8 @@ class UdpTransport:
         # With stream listeners beside (io/stream.py): the timed effects that are theirs are
         # carried out by them, the rest come back for UDP (both transports share one engine).
         self.claim: Callable[[list[Effect]], list[Effect]] | None = None
+        # ... and with --workers, what another worker sends over one of their connections
+        self.reply: Callable[[int, bytes], None] | None = None
 
     def add(self, sock: socket.socket) -> Addr:
         local: Addr = sock.getsockname()[:2]
@@ -346,7 +363,17 @@ class UdpTransport:
                 msg = inbox.recv(MAX_DATAGRAM + 128)
             except (BlockingIOError, InterruptedError):
                 break
+            if msg[:1] == b"R":  # an answer for a stream connection this worker holds
+                if self.reply is not None:
+                    self.reply(*unpack_reply(msg))
+                continue
             inbound = unpack_handoff(msg)
+            if inbound.transport != UDP:  # from a stream another worker accepted
+                effects = self.engine.receive(inbound, now, handed=True)
+                if effects and self.observe is not None:
+                    self.observe(effects)
+                self.send_due(self.claim(effects) if self.claim is not None else effects)
+                continue
             local = self._socket_of(inbound.local)
             if local is not None:
                 effects = self.engine.receive(inbound, now, handed=True)
@@ -355,14 +382,30 @@ class UdpTransport:
                 self._carry_out(local, effects)
         self.timer.arm()
 
+    def hand_over(self, handoff: Handoff) -> None:
+        """Give ``handoff`` to the worker it names (a full inbox loses it, as UDP would)."""
+        if handoff.worker < len(self.peers):
+            with contextlib.suppress(OSError):
+                self.peers[handoff.worker].send(pack_handoff(handoff.inbound))
+
+    def forward(self, worker: int, conn: int, data: bytes) -> bool:
+        """Send ``data`` to worker ``worker``, for its connection ``conn``."""
+        if worker >= len(self.peers):
+            return False
+        try:
+            self.peers[worker].send(pack_reply(conn, data))
+        except OSError:
+            return False
+        return True
+
     def _carry_out(self, local: Addr, effects: list[Effect]) -> None:
         """Send the Sends from the socket at ``local`` (the send call skips every other
         effect), hand requests to their owner workers; events need nothing more."""
         if self.peers:
             for e in effects:
                 if type(e) is Handoff:
-                    with contextlib.suppress(OSError):
-                        self.peers[e.worker].send(pack_handoff(e.inbound))
+                    assert isinstance(e, Handoff)
+                    self.hand_over(e)
         sender = self._senders.get(local)
         if sender is not None:
             self.send_errors += sender(effects)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections import deque
 
@@ -133,12 +134,21 @@ class WsListener:
             max_headers=MAX_HEADERS)
         self.listener: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str, port: int) -> tuple[asyncio.AbstractServer, Addr]:
+    async def start(self, host: str, port: int, sock: socket.socket | None = None,
+                    ) -> tuple[asyncio.AbstractServer, Addr]:
+        """Listen on ``host:port``, or on ``sock``, a listening socket bound already
+        (``--workers``: one for every worker)."""
         loop = self.streams.loop
+        timeout = self.streams.limits.handshake if self.tls else None
         try:
-            self.listener = await loop.create_server(
-                self.server, host, port, ssl=self.tls, reuse_address=True, backlog=1024,
-                ssl_handshake_timeout=self.streams.limits.handshake if self.tls else None)
+            if sock is not None:
+                self.listener = await loop.create_server(
+                    self.server, sock=sock, ssl=self.tls, backlog=1024,
+                    ssl_handshake_timeout=timeout)
+            else:
+                self.listener = await loop.create_server(
+                    self.server, host, port, ssl=self.tls, reuse_address=True, backlog=1024,
+                    ssl_handshake_timeout=timeout)
         except OSError as exc:
             raise OSError(exc.errno, f"{hostport((host, port))}: {exc.strerror or exc}") \
                 from None

@@ -258,9 +258,6 @@ def check_operations(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.admin_token is not None and not args.admin_token.strip():
         parser.error("--admin-token must not be empty")
     listens = args.listen or []
-    if args.workers > 1 and any(spec.scheme != "udp" for spec in listens):
-        parser.error("--workers works with UDP listeners only for now: a TCP, TLS or "
-                     "WebSocket connection's requests cannot be handed to another worker yet")
     secure = [str(spec) for spec in listens if spec.scheme in SECURE]
     if secure and not (args.tls_cert and args.tls_key):
         parser.error(f"{', '.join(secure)} needs --tls-cert and --tls-key")
@@ -344,8 +341,9 @@ def _serve(args: argparse.Namespace, ruleset: RuleSet, seed: int, log: ExchangeL
                 log,
                 lambda engine, worker: run(lambda: serve(
                     [], engine, log, reloader, summary_interval=summary_interval,
-                    worker=worker, trace=trace)),
+                    worker=worker, trace=trace, tls=tls)),
                 trace=trace,
+                streams=streams,
             )
         engine = Engine(ruleset, Seeded(seed), allow=args.allow, rate_limit=args.rate_limit)
         # The admin API's /journal (bounded: --journal-size).

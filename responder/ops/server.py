@@ -18,9 +18,9 @@ from typing import NamedTuple, TextIO
 from responder.core.effects import Effect, exchanges
 from responder.core.engine import Engine
 from responder.core.journal import Journal
-from responder.io.listeners import open_stream
+from responder.io.listeners import bind_stream, open_stream
 from responder.io.rtp import MediaTransport
-from responder.io.stream import StreamTransport
+from responder.io.stream import StreamTransport, peer_addr
 from responder.io.tls import TlsOptions, server_context
 from responder.io.udp import UdpTransport, bind_udp
 from responder.ops.http import AdminApp, AdminOptions, HttpServer, MetricsApp
@@ -68,10 +68,14 @@ async def serve(
     observe = observer(engine, log, stats if metrics else None, journal, trace)
     transport = UdpTransport(loop, engine, observe, worker.peers if worker else None)
     tcp = None
-    if streams:  # one table and one timer for every stream listener; the rest to UDP
+    shared = worker.streams if worker is not None else ()
+    if streams or shared:  # one table and one timer for every stream listener; the rest to UDP
         tcp = StreamTransport(loop, engine, observe, elsewhere=transport.send_due)
         tcp.timer = transport.timer  # one timer for the engine: it observes, then each
         transport.claim = tcp.deliver  # transport sends what is its own
+        if worker is not None:  # requests handed between workers, answers handed back
+            tcp.hand, tcp.forward, transport.reply = (transport.hand_over, transport.forward,
+                                                      tcp.reply)
     http: list[HttpServer] = []
     media = MediaTransport(loop, engine.media)
 
@@ -117,6 +121,10 @@ async def serve(
                 bound.append(local)
                 where = url(spec.scheme, local)
                 log.note(f"listening on {where}", "listening", url=where)
+            for spec, sock in shared:  # --workers: announced by the parent
+                _, local = await open_stream(tcp, spec.scheme, spec.host, spec.port,
+                                             context if spec.scheme in SECURE else None, sock)
+                bound.append(local)
         open_media(media, engine, bound, log)
         if metrics is not None:
             collector = ResponderCollector(engine, stats, lambda: transport.send_errors,
@@ -234,6 +242,8 @@ class Worker(NamedTuple):
     sockets: list[socket.socket]  # the bound UDP sockets, inherited across fork
     inbox: socket.socket          # requests other workers hand to this one
     peers: list[socket.socket]    # every worker's inbox, by index
+    # the stream listeners' sockets, bound and listening: every worker accepts on them
+    streams: tuple[tuple[Listen, socket.socket], ...] = ()
 
 
 def serve_workers(
@@ -244,6 +254,7 @@ def serve_workers(
     serve_worker: Callable[[Engine, Worker], None],
     restarts: RestartBudget | None = None,
     trace: Tracer | None = None,
+    streams: Sequence[Listen] = (),
 ) -> int:
     """``--workers N``: bind once, fork N processes that all read the same sockets.
 
@@ -251,7 +262,10 @@ def serve_workers(
     5-tuple spreads over the workers (SO_REUSEPORT would pin it to one). A
     request whose dialog needs state (delayed steps, CANCEL, fault injection) is
     handed by the worker that read it to the worker that owns its dialog (Call-ID and
-    From tag: Engine.owner).
+    From tag: Engine.owner). ``streams``: TCP, TLS and WebSocket listeners, bound here
+    too; every worker accepts on them and keeps the connections it accepted, and what the
+    owner of a dialog answers to a request handed over from a connection goes back to the
+    worker that holds it (io/stream.py).
 
     The parent passes signals on and waits. A worker that dies on its own (a signal, a
     non-zero status) is named in a line (index, PID, how it died) and started again with
@@ -268,6 +282,10 @@ def serve_workers(
     sockets = [bind_udp(host, port) for host, port in listen]
     for sock in sockets:
         where = url("udp", sock.getsockname()[:2])
+        log.note(f"listening on {where}", "listening", url=where)
+    listeners = tuple((spec, bind_stream(spec.host, spec.port)) for spec in streams)
+    for spec, sock in listeners:
+        where = url(spec.scheme, peer_addr(sock.getsockname()))
         log.note(f"listening on {where}", "listening", url=where)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(count)]
     for inbox, peer in pairs:
@@ -296,7 +314,7 @@ def serve_workers(
                     code = 0
                 else:
                     serve_worker(make_engine(index, count),
-                                 Worker(sockets, pairs[index][0], peers))
+                                 Worker(sockets, pairs[index][0], peers, listeners))
                     code = 0
             except KeyboardInterrupt:
                 code = 0
