@@ -111,7 +111,7 @@ class Baresip(PeerProcess):
                     self.close()
                     raise RuntimeError(f"baresip did not start:\n{self.output}") from None
                 time.sleep(0.05)
-        threading.Thread(target=self._read_ctrl, daemon=True).start()
+        threading.Thread(target=self._read_ctrl, args=(self._sock,), daemon=True).start()
         return self
 
     def quit(self, proc: subprocess.Popen[bytes]) -> bool:
@@ -183,12 +183,13 @@ class Baresip(PeerProcess):
             f"\n{self.output[-3000:]}")
         return message
 
-    def _read_ctrl(self) -> None:
-        assert self._sock is not None
+    def _read_ctrl(self, sock: socket.socket) -> None:
+        """Events and command responses, until the connection ends. ``sock`` is given, not
+        read from ``self._sock``: close() sets that to None while this thread may read."""
         buf = b""
         while True:
             try:
-                data = self._sock.recv(65536)
+                data = sock.recv(65536)
             except OSError:
                 return
             if not data:
