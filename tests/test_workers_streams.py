@@ -1,12 +1,13 @@
-"""``--workers N`` with stream listeners (SPEC §9, issue 14): every worker accepts on the
-same TCP listener and keeps the connections it accepted; a request whose dialog another
-worker owns is handed to that worker, and what it answers comes back to the worker that
-holds the connection. So a CANCEL, a re-INVITE or a BYE meets its call whichever
-connection, and whichever worker, it arrives on.
+"""``--workers N`` with stream listeners (SPEC §9, issue 14): every worker accepts on its
+own socket of the listener (``SO_REUSEPORT``: the kernel spreads connections by their
+addresses, whatever the workers' load) and keeps the connections it accepted; a request
+whose dialog another worker owns is handed to that worker, and what it answers comes back
+to the worker that holds the connection. So a CANCEL, a re-INVITE or a BYE meets its call
+whichever connection, and whichever worker, it arrives on.
 
 Real processes and loopback TCP; many calls each, so that requests land on workers other
-than their dialog's owner (each call: its INVITE's connection and its CANCEL's or BYE's are
-accepted by whichever worker wins the accept, the owner is a hash of Call-ID and From tag).
+than their dialog's owner (each call: its INVITE's connection and its CANCEL's or BYE's go
+to the worker the kernel's hash picks, the owner is a hash of Call-ID and From tag).
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ STREAM_SCHEMES = ("tcp", "tls", "ws", "wss")
 SECURE = frozenset({"tls", "wss"})
 
 
-def bind_stream(host: str, port: int) -> socket.socket:
+def bind_stream(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket on ``host:port``, non-blocking (IPv6: IPv6 only, a link-local
-    address with its zone), for processes to share (``--workers``: bound once, before the
-    fork, every worker accepts on it). An OSError names the address."""
+    address with its zone). ``reuse_port``: one of a group on the same address
+    (``SO_REUSEPORT``, see :func:`bind_streams`). An OSError names the address."""
     try:
         flags = socket.AI_PASSIVE | socket.AI_NUMERICHOST
         family, kind, proto, _, addr = socket.getaddrinfo(
@@ -30,6 +30,8 @@ def bind_stream(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(addr)
@@ -41,6 +43,23 @@ def bind_stream(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise OSError(exc.errno, f"{hostport((host, port))}: {exc.strerror or exc}") from None
     return sock
+
+
+def bind_streams(host: str, port: int, count: int) -> list[socket.socket]:
+    """``--workers N``: one listening socket per worker on one address (port 0: the port
+    the first one got), bound before the fork. With ``SO_REUSEPORT`` the kernel spreads new
+    connections over them by a hash of their addresses and ports, so every worker takes its
+    share however busy the others are (one shared socket would go to whichever worker
+    calls accept() first); a connection then stays with the worker that accepted it."""
+    socks = [bind_stream(host, port, reuse_port=True)]
+    try:
+        port = socks[0].getsockname()[1]
+        socks += [bind_stream(host, port, reuse_port=True) for _ in range(count - 1)]
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 async def open_stream(streams: StreamTransport, scheme: str, host: str, port: int,

@@ -18,7 +18,7 @@ from typing import NamedTuple, TextIO
 from responder.core.effects import Effect, exchanges
 from responder.core.engine import Engine
 from responder.core.journal import Journal
-from responder.io.listeners import bind_stream, open_stream
+from responder.io.listeners import bind_streams, open_stream
 from responder.io.rtp import MediaTransport
 from responder.io.stream import StreamTransport, peer_addr
 from responder.io.tls import TlsOptions, server_context
@@ -242,7 +242,7 @@ class Worker(NamedTuple):
     sockets: list[socket.socket]  # the bound UDP sockets, inherited across fork
     inbox: socket.socket          # requests other workers hand to this one
     peers: list[socket.socket]    # every worker's inbox, by index
-    # the stream listeners' sockets, bound and listening: every worker accepts on them
+    # this worker's listening sockets of the stream listeners (one per worker, SO_REUSEPORT)
     streams: tuple[tuple[Listen, socket.socket], ...] = ()
 
 
@@ -263,9 +263,10 @@ def serve_workers(
     request whose dialog needs state (delayed steps, CANCEL, fault injection) is
     handed by the worker that read it to the worker that owns its dialog (Call-ID and
     From tag: Engine.owner). ``streams``: TCP, TLS and WebSocket listeners, bound here
-    too; every worker accepts on them and keeps the connections it accepted, and what the
-    owner of a dialog answers to a request handed over from a connection goes back to the
-    worker that holds it (io/stream.py).
+    too, one socket per worker on each address (``SO_REUSEPORT``: the kernel spreads new
+    connections over the workers, io/listeners.py ``bind_streams``); a worker keeps the
+    connections it accepted, and what the owner of a dialog answers to a request handed
+    over from a connection goes back to the worker that holds it (io/stream.py).
 
     The parent passes signals on and waits. A worker that dies on its own (a signal, a
     non-zero status) is named in a line (index, PID, how it died) and started again with
@@ -283,9 +284,9 @@ def serve_workers(
     for sock in sockets:
         where = url("udp", sock.getsockname()[:2])
         log.note(f"listening on {where}", "listening", url=where)
-    listeners = tuple((spec, bind_stream(spec.host, spec.port)) for spec in streams)
-    for spec, sock in listeners:
-        where = url(spec.scheme, peer_addr(sock.getsockname()))
+    listeners = [(spec, bind_streams(spec.host, spec.port, count)) for spec in streams]
+    for spec, socks in listeners:
+        where = url(spec.scheme, peer_addr(socks[0].getsockname()))
         log.note(f"listening on {where}", "listening", url=where)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(count)]
     for inbox, peer in pairs:
@@ -314,7 +315,8 @@ def serve_workers(
                     code = 0
                 else:
                     serve_worker(make_engine(index, count),
-                                 Worker(sockets, pairs[index][0], peers, listeners))
+                                 Worker(sockets, pairs[index][0], peers,
+                                        tuple((spec, socks[index]) for spec, socks in listeners)))
                     code = 0
             except KeyboardInterrupt:
                 code = 0
