@@ -12,12 +12,15 @@ to the worker the kernel's hash picks, the owner is a hash of Call-ID and From t
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 
 from certs import Certs
 from sip import Response, read_response, request
 from support import ResponderProcess, unique
+from test_workers import restarted, worker_pids
 
 from responder.testing import SipClient, SipResponse
 
@@ -160,3 +163,24 @@ def test_tls_and_websocket_listeners_are_shared_by_the_workers_too(certs: Certs)
                         assert done.final.status == 200
                     assert caller.wait_final().final.status == 487
         assert server.stop() == 0
+
+
+def test_a_restarted_worker_accepts_on_its_listening_socket_again() -> None:
+    """Each worker has its own listening socket (SO_REUSEPORT), kept by the parent: the
+    worker started after a SIGKILL takes it over, and the connections the kernel gives it
+    (queued meanwhile, or new) are answered."""
+    with ResponderProcess("--workers", "2", "-q",
+                          listen=("127.0.0.1:0", "tcp:127.0.0.1:0")) as server:
+        first = worker_pids(server, 2)
+        os.kill(first[0], signal.SIGKILL)  # a worker of the responder this test started
+        restarted(server, 0, first[0])
+        tcp = server.listener("tcp")
+        for i in range(100):
+            conn = Stream(tcp)
+            conn.send(stream_request("OPTIONS", unique("r"), f"z9hG4bK-r{i}"))
+            assert conn.response().status == 200
+            conn.close()
+        assert server.stop() == 0
+    counts = worker_counts(server)  # the killed worker says nothing: the new one and worker 1
+    assert len(counts) == 2 and sum(counts) == 100, counts
+    assert min(counts) > 0, counts

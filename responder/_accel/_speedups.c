@@ -758,8 +758,11 @@ static PyObject *source_of(struct sockaddr_storage *ss) {
  * came, 0 when none waits, -1 with an exception set. Non-blocking, so the GIL is kept: rx_buf
  * is one buffer for every thread (several servers may run in one process,
  * responder.testing), used only under the GIL. */
-static int recv_batch(int fd, struct mmsghdr *msgs, struct iovec *iov,
-                      struct sockaddr_storage *addrs, void *control, size_t room) {
+/* The MANY headers of one recvmmsg into rx_buf (allocated on first use): each datagram's
+ * buffer, source address and, with ``control``, its control-message buffer of ``room``
+ * bytes. 0, or -1 with MemoryError set. Shared by recv_batch and the RTP echo's loop. */
+static int fill_batch(struct mmsghdr *msgs, struct iovec *iov, struct sockaddr_storage *addrs,
+                      void *control, size_t room) {
     if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -777,6 +780,12 @@ static int recv_batch(int fd, struct mmsghdr *msgs, struct iovec *iov,
             msgs[i].msg_hdr.msg_controllen = room;
         }
     }
+    return 0;
+}
+
+static int recv_batch(int fd, struct mmsghdr *msgs, struct iovec *iov,
+                      struct sockaddr_storage *addrs, void *control, size_t room) {
+    if (fill_batch(msgs, iov, addrs, control, room) < 0) return -1;
     int got = recvmmsg(fd, msgs, MANY, MSG_DONTWAIT, NULL), err = errno;
     if (got < 0) {
         if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) return 0;
@@ -1947,8 +1956,6 @@ static size_t echo_pktinfo(struct msghdr *in, char *buf) {
  * | None), ...] with that address (as recv_reached gives it). ``port`` -1: echo. */
 static PyObject *echo_run(EchoTable *t, int fd, double now, Py_ssize_t budget, long port) {
     int reached = port >= 0;
-    if (rx_buf == NULL && (rx_buf = PyMem_RawMalloc((size_t)MANY * DGRAM)) == NULL)
-        return PyErr_NoMemory();
     PyObject *rest = PyList_New(0);
     if (rest == NULL) return NULL;
     struct mmsghdr msgs[MANY], out[MANY];
@@ -1962,18 +1969,9 @@ static PyObject *echo_run(EchoTable *t, int fd, double now, Py_ssize_t budget, l
     Py_ssize_t read = 0;
     int rounds = 0;
     while (read < budget && rounds++ <= budget / MANY) {
-        for (int i = 0; i < MANY; i++) {
-            iov[i].iov_base = rx_buf + (size_t)i * DGRAM;
-            iov[i].iov_len = DGRAM;
-            memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-            msgs[i].msg_hdr.msg_iov = &iov[i];
-            msgs[i].msg_hdr.msg_iovlen = 1;
-            msgs[i].msg_hdr.msg_name = &addrs[i];
-            msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
-            if (reached) {
-                msgs[i].msg_hdr.msg_control = cin[i].buf;
-                msgs[i].msg_hdr.msg_controllen = sizeof cin[i].buf;
-            }
+        if (fill_batch(msgs, iov, addrs, reached ? (void *)cin : NULL, sizeof cin[0]) < 0) {
+            Py_DECREF(rest);
+            return NULL;
         }
         int got = recvmmsg(fd, msgs, MANY, MSG_DONTWAIT, NULL);
         if (got < 0) {

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache, partial
+from typing import Any
 
 from responder._accel import SPEEDUPS
 from responder.core.effects import Send
@@ -154,9 +155,9 @@ class MediaTransport:
             send = partial(send_echoes_from, sock)
         pump: Pump
         if compiled and self.media.fast is not None:
-            pump = partial(self._pump_compiled_reached, fd, port, send)
+            pump = partial(self._pump_compiled, fd, send, port)
         else:
-            pump = partial(self._pump_reached, recv, send)
+            pump = partial(self._pump, recv, send, True)
         self.loop.add_reader(fd, self._readable, fd, pump)
 
     def close(self) -> None:
@@ -180,66 +181,34 @@ class MediaTransport:
             del self._held[fd]
             self.loop.add_reader(fd, self._readable, fd, pump)
 
-    def _pump_compiled(self, fd: int, send: Callable[[list[Echo]], int]) -> int:
+    def _pump_compiled(self, fd: int, send: Callable[[list[Echo]], int], port: int = -1,
+                       ) -> int:
+        """The table reads, counts and echoes; what it leaves (first packets, DTMF, RTCP,
+        strangers) goes through :meth:`Media.packet`. ``port`` >= 0: a wildcard-bound socket
+        on that port (``echo_reached``): each echo leaves from the address its packet
+        reached, and what is left comes with that address."""
         fast = self.media.fast
         assert fast is not None
         now = self.loop.time()
         try:
-            read, rest = fast.echo(fd, now, BATCH)
+            read, rest = (fast.echo(fd, now, BATCH) if port < 0
+                          else fast.echo_reached(fd, now, BATCH, port))
         except OSError:
             return 0
         if rest:
             packet = self.media.packet
-            echoes = [e for data, source in rest if (e := packet(data, source, now)) is not None]
+            left: list[tuple[Any, ...]] = rest  # (data, source[, reached])
+            echoes = [e for item in left
+                      if (e := packet(item[0], item[1], now,
+                                      item[2] if port >= 0 else None)) is not None]
             if echoes:
                 self._send_errors += send(echoes)
         return read
 
-    def _pump_compiled_reached(self, fd: int, port: int,
-                               send: Callable[[list[Echo]], int]) -> int:
-        """:meth:`_pump_compiled` for a wildcard-bound socket: the table echoes from the
-        address each packet reached, and gives it with the packets it leaves to Python."""
-        fast = self.media.fast
-        assert fast is not None
-        now = self.loop.time()
-        try:
-            read, rest = fast.echo_reached(fd, now, BATCH, port)
-        except OSError:
-            return 0
-        if rest:
-            packet = self.media.packet
-            echoes = [e for data, source, reached in rest
-                      if (e := packet(data, source, now, reached)) is not None]
-            if echoes:
-                self._send_errors += send(echoes)
-        return read
-
-    def _pump_reached(self, recv: Callable[[], list[tuple[bytes, Addr, Addr | None]]],
-                      send: Callable[[list[Echo]], int]) -> int:
-        """:meth:`_pump` for a wildcard-bound socket: each datagram with the address it
-        reached, each echo from it."""
-        packet = self.media.packet
-        now = self.loop.time()
-        read = 0
-        for _ in range(BATCH // MANY):
-            try:
-                batch = recv()
-            except OSError:
-                continue
-            read += len(batch)
-            echoes = []
-            for data, source, reached in batch:
-                echo = packet(data, source, now, reached)
-                if echo is not None:
-                    echoes.append(echo)
-            if echoes:
-                self._send_errors += send(echoes)
-            if len(batch) < MANY:
-                break
-        return read
-
-    def _pump(self, recv: Callable[[], list[tuple[bytes, Addr]]],
-              send: Callable[[list[Echo]], int]) -> int:
+    def _pump(self, recv: Callable[[], Sequence[tuple[Any, ...]]],
+              send: Callable[[list[Echo]], int], reached: bool = False) -> int:
+        """Every datagram through :meth:`Media.packet`; ``reached``: ``recv`` gives each
+        with the address it was sent to (a wildcard-bound socket), its echo leaves from it."""
         packet = self.media.packet
         now = self.loop.time()
         read = 0
@@ -250,8 +219,8 @@ class MediaTransport:
                 continue  # e.g. ICMP port unreachable reported on this socket
             read += len(batch)
             echoes = []
-            for data, source in batch:
-                echo = packet(data, source, now)
+            for item in batch:
+                echo = packet(item[0], item[1], now, item[2] if reached else None)
                 if echo is not None:
                     echoes.append(echo)
             if echoes:

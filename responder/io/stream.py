@@ -48,7 +48,7 @@ _new = tuple.__new__  # builds a NamedTuple from all its fields without a Python
 FRAMING_RULE = "framing"  # the rule name logs show for a 400/513 the framer asked for
 # StreamTransport.counts keys (each an int; ``refused:<reason>`` per framing error too)
 COUNTS = ("accepted", "closed", "pongs", "idle-closed", "evicted", "lost",
-          "write-overflow", "handshake-failed", "refused", "handoff-dropped")
+          "write-overflow", "handshake-failed", "refused")
 
 
 MESSAGE_SCHEMES = frozenset({"ws", "wss"})  # each SIP message its own WebSocket message
@@ -299,11 +299,9 @@ class StreamTransport:
                 else:
                     writes.setdefault(conn, []).append(e.data)
             elif type(e) is Handoff:
-                assert isinstance(e, Handoff)
-                if self.hand is not None:  # --workers: to the worker that owns the dialog
+                assert isinstance(e, Handoff)  # (only with --workers, which sets ``hand``)
+                if self.hand is not None:  # to the worker that owns the dialog
                     self.hand(e)
-                else:
-                    self.counts["handoff-dropped"] += 1
         if own:
             assert came_on is not None
             self._write(came_on, own)

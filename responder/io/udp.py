@@ -368,18 +368,17 @@ class UdpTransport:
                     self.reply(*unpack_reply(msg))
                 continue
             inbound = unpack_handoff(msg)
-            if inbound.transport != UDP:  # from a stream another worker accepted
-                effects = self.engine.receive(inbound, now, handed=True)
-                if effects and self.observe is not None:
-                    self.observe(effects)
-                self.send_due(self.claim(effects) if self.claim is not None else effects)
+            stream = inbound.transport != UDP  # from a connection another worker holds
+            local = None if stream else self._socket_of(inbound.local)
+            if local is None and not stream:
                 continue
-            local = self._socket_of(inbound.local)
+            effects = self.engine.receive(inbound, now, handed=True)
+            if effects and self.observe is not None:
+                self.observe(effects)
             if local is not None:
-                effects = self.engine.receive(inbound, now, handed=True)
-                if effects and self.observe is not None:
-                    self.observe(effects)
                 self._carry_out(local, effects)
+            else:  # the streams take theirs (sent back to the holding worker), UDP the rest
+                self.send_due(self.claim(effects) if self.claim is not None else effects)
         self.timer.arm()
 
     def hand_over(self, handoff: Handoff) -> None:
